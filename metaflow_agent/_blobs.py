@@ -1,0 +1,70 @@
+"""Task data index (`<attempt>.data.json`) and content-addressed blobs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import pickle
+from typing import Any
+
+from ._errors import NotFound, TooLarge
+from .backends.base import Backend
+
+
+def data_index(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, Any]:
+    """The attempt's data.json: objects (name → sha) and info (name → size/type/encoding)."""
+    rel = f"{flow}/{run}/{step}/{task}/{attempt}.data.json"
+    try:
+        return json.loads(backend.store.read_small(rel))
+    except NotFound:
+        raise NotFound(
+            f"task {flow}/{run}/{step}/{task} attempt {attempt} has no artifacts (no data.json)",
+            hint="the attempt may still be running or may have crashed before saving; try another attempt",
+        ) from None
+
+
+def load_blob(backend: Backend, flow: str, sha: str, *, max_bytes: int) -> bytes:
+    """The raw (decompressed) bytes of an artifact, refused over max_bytes stored."""
+    rel = f"{flow}/data/{sha[:2]}/{sha}"
+    meta_rel = rel + "_meta"
+    raw_flag = False
+    if backend.store.size(meta_rel) is not None:
+        try:
+            raw_flag = bool(json.loads(backend.store.read_small(meta_rel, cap=4096)).get("cas_raw"))
+        except ValueError:
+            pass
+    size = backend.store.size(rel)
+    if size is None:
+        raise NotFound(f"artifact blob {sha} is missing from the datastore", hint="the datastore may have been cleaned")
+    if size > max_bytes:
+        raise TooLarge(f"artifact blob is {size} bytes, over the {max_bytes}-byte cap", hint="raise max_bytes or use list_artifacts for its size and type")
+    data = backend.store.read(rel)
+    return data if raw_flag else gzip.decompress(data)
+
+
+class _ExceptionOnly(pickle.Unpickler):
+    """Unpickles a Metaflow exception wrapper and nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("metaflow.exception", "MetaflowExceptionWrapper"):
+            from metaflow.exception import MetaflowExceptionWrapper
+
+            return MetaflowExceptionWrapper
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
+
+
+def task_exception(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, str | None] | None:
+    """type/message/stacktrace of an attempt's `_exception`, or None when absent."""
+    try:
+        index = data_index(backend, flow, run, step, task, attempt)
+        sha = index.get("objects", {}).get("_exception")
+        if not sha:
+            return None
+        obj = _ExceptionOnly(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
+    except (NotFound, TooLarge, pickle.UnpicklingError, EOFError, OSError, ValueError):
+        return None
+    state = getattr(obj, "__dict__", {}) or {}
+    if not state.get("type"):
+        return None
+    return {"type": state.get("type"), "message": state.get("exception"), "stacktrace": state.get("stacktrace")}

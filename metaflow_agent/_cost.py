@@ -1,0 +1,96 @@
+"""Request and byte accounting shared by every backend.
+
+A `CostMeter` is opened per query (`with metered() as meter:`); the transports
+(HTTP to the metadata service, datastore reads) record into whichever meter is
+active in the current context, so concurrent queries on threads never mix.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+
+@dataclass
+class RequestRecord:
+    """One metadata request as seen by the transport."""
+
+    method: str
+    url: str
+    status: int
+    bytes: int
+
+
+@dataclass
+class CostMeter:
+    """Counts what one query spent."""
+
+    metadata_requests: int = 0
+    metadata_bytes: int = 0
+    datastore_reads: int = 0
+    datastore_bytes: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    requests: list[RequestRecord] = field(default_factory=list)
+    reads: list[tuple[str, int]] = field(default_factory=list)
+    keep_log: bool = True
+
+    def add_request(self, method: str, url: str, status: int, nbytes: int) -> None:
+        self.metadata_requests += 1
+        self.metadata_bytes += nbytes
+        if self.keep_log and len(self.requests) < 10_000:
+            self.requests.append(RequestRecord(method, url, status, nbytes))
+        for hook in _hooks:
+            hook("request", method, url, nbytes)
+
+    def add_read(self, path: str, nbytes: int) -> None:
+        self.datastore_reads += 1
+        self.datastore_bytes += nbytes
+        if self.keep_log and len(self.reads) < 10_000:
+            self.reads.append((path, nbytes))
+        for hook in _hooks:
+            hook("read", "GET", path, nbytes)
+
+    @property
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+
+_current: contextvars.ContextVar[CostMeter | None] = contextvars.ContextVar(
+    "metaflow_agent_cost", default=None
+)
+# Process-wide observers (benchmarks, audit traces, progress notifications).
+_hooks: list[Callable[[str, str, str, int], None]] = []
+
+
+def current_meter() -> CostMeter:
+    """The active meter, or a throwaway one when no query is open."""
+    meter = _current.get()
+    return meter if meter is not None else CostMeter(keep_log=False)
+
+
+@contextmanager
+def metered() -> Iterator[CostMeter]:
+    """Open a meter for one query; nested calls share the outer meter."""
+    outer = _current.get()
+    if outer is not None:
+        yield outer
+        return
+    meter = CostMeter()
+    token = _current.set(meter)
+    try:
+        yield meter
+    finally:
+        _current.reset(token)
+
+
+def add_hook(hook: Callable[[str, str, str, int], None]) -> None:
+    """Observe every request/read process-wide: hook(kind, method, url, nbytes)."""
+    _hooks.append(hook)
+
+
+def remove_hook(hook: Callable[[str, str, str, int], None]) -> None:
+    if hook in _hooks:
+        _hooks.remove(hook)

@@ -1,0 +1,186 @@
+"""Bounded, counted reads from the datastore: local files or S3.
+
+Paths are relative to the datastore root ('Flow/Run/step/task/0.data.json');
+nothing may leave the root. Every read records its bytes in the active meter.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ._cost import current_meter
+from ._errors import BackendError, NotFound, PathEscape, ServiceUnavailable
+
+
+class Datastore(ABC):
+    """Read-only view of a Metaflow datastore root."""
+
+    kind: str = "?"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    @staticmethod
+    def _check(rel: str) -> str:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("..", "") for p in parts) or "\\" in rel or "\x00" in rel:
+            raise PathEscape(f"path {rel!r} leaves the datastore root", hint="use pathspecs, not file paths")
+        return rel
+
+    @abstractmethod
+    def size(self, rel: str) -> int | None:
+        """Size in bytes, or None when absent."""
+
+    @abstractmethod
+    def read(self, rel: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Read length bytes from offset (None: to the end). NotFound when absent."""
+
+    @abstractmethod
+    def read_tail(self, rel: str, nbytes: int) -> tuple[bytes, int]:
+        """The last nbytes and the total size, in one read."""
+
+    @abstractmethod
+    def list(self, rel_dir: str) -> list[str]:
+        """Names directly under a folder ([] when absent)."""
+
+    def read_small(self, rel: str, cap: int = 4 << 20) -> bytes:
+        """A whole small file (data.json, records), refused over cap."""
+        data = self.read(rel, 0, cap + 1)
+        if len(data) > cap:
+            raise BackendError(f"{rel} is over {cap} bytes", hint="this file is expected to be small")
+        return data
+
+
+class LocalDatastore(Datastore):
+    kind = "local"
+
+    def _path(self, rel: str) -> str:
+        path = os.path.realpath(os.path.join(self.root, self._check(rel)))
+        root = os.path.realpath(self.root)
+        if path != root and not path.startswith(root + os.sep):
+            raise PathEscape(f"path {rel!r} leaves the datastore root", hint="use pathspecs, not file paths")
+        return path
+
+    def size(self, rel: str) -> int | None:
+        try:
+            return os.stat(self._path(rel)).st_size
+        except FileNotFoundError:
+            return None
+
+    def mtime(self, rel: str) -> float | None:
+        try:
+            return os.stat(self._path(rel)).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def read(self, rel: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(rel), "rb") as f:
+                f.seek(offset)
+                data = f.read() if length is None else f.read(length)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{rel} is not in the datastore", hint="check the pathspec and attempt") from None
+        current_meter().add_read(rel, len(data))
+        return data
+
+    def read_tail(self, rel: str, nbytes: int) -> tuple[bytes, int]:
+        try:
+            with open(self._path(rel), "rb") as f:
+                total = os.fstat(f.fileno()).st_size
+                f.seek(max(0, total - nbytes))
+                data = f.read(nbytes)
+        except FileNotFoundError:
+            raise NotFound(f"{rel} is not in the datastore", hint="check the pathspec and attempt") from None
+        current_meter().add_read(rel, len(data))
+        return data, total
+
+    def list(self, rel_dir: str) -> list[str]:
+        try:
+            names = os.listdir(self._path(rel_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        current_meter().add_read(rel_dir + "/", 0)
+        return names
+
+
+class S3Datastore(Datastore):
+    """S3 (or an S3-compatible server) through boto3, with ranged GETs."""
+
+    kind = "s3"
+
+    def __init__(self, root: str, client: Any = None) -> None:
+        super().__init__(root.rstrip("/"))
+        if not root.startswith("s3://"):
+            raise BackendError(f"S3 root {root!r} must start with s3://", hint="set METAFLOW_DATASTORE_SYSROOT_S3")
+        bucket, _, prefix = root[5:].partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+            except ImportError:
+                raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
+            from metaflow.metaflow_config import S3_ENDPOINT_URL
+
+            self._client = boto3.client("s3", endpoint_url=S3_ENDPOINT_URL or None)
+        return self._client
+
+    def _key(self, rel: str) -> str:
+        rel = self._check(rel)
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _get(self, rel: str, rng: str | None) -> tuple[bytes, int]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(rel)}
+        if rng:
+            kwargs["Range"] = rng
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:  # botocore errors: map, don't leak
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"{rel} is not in the datastore", hint="check the pathspec and attempt") from None
+            if code == "InvalidRange":
+                return b"", 0
+            raise ServiceUnavailable(f"S3 read of {rel} failed: {exc}", hint="check S3 credentials and METAFLOW_S3_ENDPOINT_URL") from None
+        data = resp["Body"].read()
+        total = int(resp.get("ContentRange", "/0").rsplit("/", 1)[-1] or 0) if rng else len(data)
+        current_meter().add_read(rel, len(data))
+        return data, total
+
+    def size(self, rel: str) -> int | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
+        except Exception:
+            return None
+        current_meter().add_read(rel, 0)
+        return int(resp["ContentLength"])
+
+    def read(self, rel: str, offset: int = 0, length: int | None = None) -> bytes:
+        if offset == 0 and length is None:
+            return self._get(rel, None)[0]
+        end = "" if length is None else str(offset + length - 1)
+        if length == 0:
+            return b""
+        return self._get(rel, f"bytes={offset}-{end}")[0]
+
+    def read_tail(self, rel: str, nbytes: int) -> tuple[bytes, int]:
+        data, total = self._get(rel, f"bytes=-{nbytes}")
+        if total == 0 and data:
+            total = len(data)
+        return data, total
+
+    def list(self, rel_dir: str) -> list[str]:
+        prefix = self._key(rel_dir) + "/"
+        try:
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+        except Exception as exc:
+            raise ServiceUnavailable(f"S3 list of {rel_dir} failed: {exc}", hint="check S3 credentials") from None
+        current_meter().add_read(rel_dir + "/", 0)
+        names = [o["Key"][len(prefix):] for o in resp.get("Contents", [])]
+        names += [p["Prefix"][len(prefix):].rstrip("/") for p in resp.get("CommonPrefixes", [])]
+        return names

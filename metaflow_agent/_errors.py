@@ -1,0 +1,79 @@
+"""One exception tree for everything metaflow_agent raises.
+
+    AgentError                      base: every error carries a `hint` (the next step)
+    ├── BadInput                    the caller's argument is wrong
+    │   ├── BadPathspec             malformed "Flow/Run/Step/Task"
+    │   ├── BadPattern              a regex that does not compile
+    │   ├── BadLimit                limit / max_bytes / context out of range
+    │   ├── BadCursor               a cursor this query did not issue
+    │   └── PathEscape              a path that leaves the datastore root
+    ├── NotFound                    flow / run / step / task / artifact / log absent
+    ├── TooLarge                    an artifact over the preview cap
+    └── BackendError                the metadata service or datastore failed
+        ├── ServiceUnavailable      down, refused, timed out, 5xx after retries
+        └── ServiceProtocolError    malformed answer or unsupported service
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every metaflow_agent error; `hint` says what to do next."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str]:
+        """A small JSON-friendly form for tools and the CLI."""
+        return {"error": self.code, "message": self.message, "hint": self.hint}
+
+
+class BadInput(AgentError):
+    code = "bad_input"
+
+
+class BadPathspec(BadInput):
+    code = "bad_pathspec"
+
+
+class BadPattern(BadInput):
+    code = "bad_pattern"
+
+
+class BadLimit(BadInput):
+    code = "bad_limit"
+
+
+class BadCursor(BadInput):
+    code = "bad_cursor"
+
+
+class PathEscape(BadInput):
+    code = "path_escape"
+
+
+class NotFound(AgentError):
+    code = "not_found"
+
+
+class TooLarge(AgentError):
+    code = "too_large"
+
+
+class BackendError(AgentError):
+    code = "backend_error"
+
+
+class ServiceUnavailable(BackendError):
+    code = "service_unavailable"
+
+
+class ServiceProtocolError(BackendError):
+    code = "service_protocol_error"

@@ -1,0 +1,154 @@
+"""Runs: filtered listing and one-run summaries."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+from . import _limits
+from ._backend import get_backend
+from ._cost import metered
+from ._errors import BadInput
+from ._inputs import check_limit, decode_cursor, encode_cursor, iso, parse_pathspec, parse_time
+from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
+from ._outcomes import classify_run, first_failure
+from ._result import cost_of
+from .backends.base import RunQuery
+
+DEFAULT_NAMESPACE = "default"
+_STATUSES = ("running", "completed", "failed")
+
+
+def resolve_namespace(namespace: str | None) -> str | None:
+    """'default' → Metaflow's default namespace (user:<you>); None → all runs."""
+    if namespace == DEFAULT_NAMESPACE:
+        from metaflow.util import get_username
+
+        user = get_username()
+        return f"user:{user}" if user else None
+    return namespace
+
+
+def _tags(value: Iterable[str] | str | None, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    tags = tuple(value)
+    if not all(isinstance(t, str) and t for t in tags):
+        raise BadInput(f"{name} must be a list of non-empty strings", hint=f"e.g. {name}=['team:a']")
+    return tags
+
+
+def list_runs(
+    flow: str,
+    *,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    tags_any: list[str] | None = None,
+    tags_all: list[str] | None = None,
+    user: str | None = None,
+    namespace: str | None = DEFAULT_NAMESPACE,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> RunList:
+    """Recent runs of a flow, newest first, filtered by status, time, tags, user.
+
+    since/until take ISO-8601 or relative times ('24h', '7d'). namespace
+    'default' is Metaflow's default (user:<you>); null searches all runs.
+    Cost: one listing (filters pushed to the service when it supports them)
+    plus at most a bounded number of status checks.
+    """
+    with metered() as meter:
+        fl = parse_pathspec(flow, "flow").flow
+        limit = check_limit("limit", limit, low=1, high=_limits.cap("runs"))
+        if status is not None and status not in _STATUSES:
+            raise BadInput(f"status={status!r} is not a run status", hint="use one of running, completed, failed, or omit it")
+        ns = resolve_namespace(namespace)
+        query = RunQuery(
+            status=status,
+            since_ms=parse_time(since, "since"),
+            until_ms=parse_time(until, "until"),
+            tags_any=_tags(tags_any, "tags_any"),
+            tags_all=_tags(tags_all, "tags_all") + ((ns,) if ns else ()),
+            user=user,
+        )
+        fingerprint = hashlib.sha1(repr((fl, query)).encode()).hexdigest()[:12]
+        state = decode_cursor(cursor, "list_runs")
+        after = None
+        if state is not None:
+            if state.get("q") != fingerprint:
+                raise BadInput("cursor belongs to a different list_runs query", hint="repeat the same filters with this cursor, or drop the cursor")
+            after = (int(state["ts"]), str(state["id"]))
+        backend = get_backend()
+        scan = backend.scan_runs(fl, query, limit, after, _limits.default("run_status_budget"))
+        runs = [
+            RunInfo(
+                pathspec=f"{fl}/{r.run_id}",
+                run_id=r.run_id,
+                status=r.status or "running",
+                created_at=iso(r.ts_ms) or "",
+                user=r.user,
+                tags=sorted(r.tags),
+            )
+            for r in scan.runs
+        ]
+        next_cursor = None
+        if scan.more:
+            last = scan.runs[-1] if scan.runs else None
+            key = (last.ts_ms, last.run_id) if last else scan_resume_key(scan, after)
+            if key is not None:
+                next_cursor = encode_cursor("list_runs", {"q": fingerprint, "ts": key[0], "id": key[1]})
+        notes = list(scan.notes)
+        if ns:
+            notes.append(f"namespace {ns!r} (pass namespace=None for all users)")
+        return RunList(
+            flow=fl,
+            runs=runs,
+            truncated=scan.more,
+            next_cursor=next_cursor,
+            complete=scan.complete,
+            scanned=scan.scanned,
+            notes=notes,
+            cost=cost_of(meter),
+        )
+
+
+def scan_resume_key(scan: object, after: tuple[int, str] | None) -> tuple[int, str] | None:
+    """Where a scan that returned no run but stopped early should resume."""
+    return getattr(scan, "resume_after", None) or after
+
+
+def run_summary(run: str) -> RunSummary:
+    """Status, timing and per-step task counts of one run, with its first failure.
+
+    Cost: the run, its steps, and the steps' outcome sets (one filtered
+    query per step on a service) — flat in the number of tasks.
+    """
+    with metered() as meter:
+        ps = parse_pathspec(run, "run")
+        backend = get_backend()
+        rec = backend.get_run(ps.flow, ps.run)
+        status, finished = backend.run_status(rec)
+        steps = backend.list_steps(ps.flow, ps.run)
+        outcomes = backend.step_outcomes(ps.flow, ps.run, steps)
+        summaries = []
+        for so in outcomes:
+            counts = classify_run(so, status)
+            summaries.append(StepSummary(step=so.step, **counts))
+        brief: FailureBrief | None = first_failure(backend, ps.flow, ps.run, outcomes, status)
+        duration = round((finished - rec.ts_ms) / 1000, 3) if finished else None
+        return RunSummary(
+            pathspec=f"{ps.flow}/{ps.run}",
+            status=status,  # type: ignore[arg-type]
+            created_at=iso(rec.ts_ms) or "",
+            finished_at=iso(finished),
+            duration_s=duration,
+            user=rec.user,
+            tags=sorted(rec.tags),
+            steps=summaries,
+            first_failure=brief,
+            notes=[f"backend: {backend.kind}"],
+            cost=cost_of(meter),
+        )
