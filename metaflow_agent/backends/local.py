@@ -38,7 +38,14 @@ def run_sort_key(ts_ms: int, run_id: str) -> tuple[int, str]:
 
 
 def local_root() -> str | None:
-    """The local datastore root metaflow would use, without creating it."""
+    """The local datastore root metaflow would use, without creating it.
+
+    METAFLOW_DATASTORE_SYSROOT_LOCAL is read now, not at metaflow's import.
+    """
+    sysroot = os.environ.get("METAFLOW_DATASTORE_SYSROOT_LOCAL")
+    if sysroot:
+        path = os.path.join(sysroot, ".metaflow")
+        return path if os.path.isdir(path) else None
     from metaflow.plugins.datastores.local_storage import LocalStorage
 
     return LocalStorage.get_datastore_root_from_config(None, create_on_absent=False)

@@ -1,0 +1,116 @@
+"""Shared fixtures. Metaflow reads its config at import time, so the
+environment is isolated here, before anything imports metaflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(os.environ.get("METAFLOW_AGENT_TEST_ROOT") or tempfile.mkdtemp(prefix="mfagent-tests-"))
+_ROOT.mkdir(parents=True, exist_ok=True)
+FLOWS = Path(__file__).parent / "flows"
+TEST_USER = "tester"
+
+BASE_ENV = {
+    "USER": TEST_USER,
+    "USERNAME": TEST_USER,
+    "METAFLOW_USER": TEST_USER,
+    "METAFLOW_DEFAULT_METADATA": "local",
+    "METAFLOW_DEFAULT_DATASTORE": "local",
+    "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(_ROOT),
+}
+for _k in [k for k in os.environ if k.startswith("METAFLOW_") and k not in ("METAFLOW_AGENT_TEST_ROOT",)]:
+    del os.environ[_k]
+os.environ.update(BASE_ENV)
+
+
+@dataclass
+class LocalRuns:
+    """Run pathspecs of the real flows built once per session."""
+
+    root: str
+    wide: str
+    retry: str
+    crash: str
+    log: str
+    art_a: str
+    art_b: str
+    hello_ok: list[str]
+    hello_failed: str
+
+
+def run_flow(script: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run a flow in a subprocess; return its 'Flow/run_id' (failures allowed)."""
+    id_file = Path(tempfile.mkstemp(prefix="runid-", dir=_ROOT)[1])
+    full_env = {**os.environ, **BASE_ENV, **(env or {})}
+    cmd = [sys.executable, str(FLOWS / script), "--no-pylint", "run", "--run-id-file", str(id_file), *args]
+    proc = subprocess.run(cmd, env=full_env, cwd=cwd or _ROOT, capture_output=True, text=True, timeout=600)
+    run_id = id_file.read_text().strip()
+    id_file.unlink()
+    if not run_id:
+        raise RuntimeError(f"{script} did not start:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    flow = {
+        "wide_flow.py": "WideFlow",
+        "retry_flow.py": "RetryFlow",
+        "crash_flow.py": "CrashFlow",
+        "log_flow.py": "LogFlow",
+        "artifact_flow.py": "ArtifactFlow",
+        "hello_flow.py": "HelloFlow",
+    }[script]
+    return f"{flow}/{run_id}"
+
+
+def _build() -> LocalRuns:
+    def hello_runs() -> tuple[list[str], str]:
+        ok = [
+            run_flow("hello_flow.py", "--tag", "team:a", "--tag", "batch:0"),
+            run_flow("hello_flow.py", "--tag", "team:b", "--tag", "batch:0"),
+            run_flow("hello_flow.py", "--tag", "team:a", "--tag", "batch:1"),
+        ]
+        failed = run_flow("hello_flow.py", "--tag", "team:b", "--fail_end", "true")
+        return ok, failed
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        wide = pool.submit(run_flow, "wide_flow.py", "--max-num-splits", "300", "--max-workers", "8")
+        small = pool.submit(
+            lambda: [
+                run_flow("retry_flow.py"),
+                run_flow("crash_flow.py"),
+                run_flow("artifact_flow.py", "--alpha", "0.5"),
+                run_flow("artifact_flow.py", "--alpha", "0.7"),
+            ]
+        )
+        log = pool.submit(run_flow, "log_flow.py", "--max-log-size", "64")
+        hello = pool.submit(hello_runs)
+        retry, crash, art_a, art_b = small.result()
+        hello_ok, hello_failed = hello.result()
+        return LocalRuns(str(_ROOT), wide.result(), retry, crash, log.result(), art_a, art_b, hello_ok, hello_failed)
+
+
+@pytest.fixture(scope="session")
+def local_runs() -> LocalRuns:
+    """Real runs on the local backend, built once (reused via METAFLOW_AGENT_TEST_ROOT)."""
+    manifest = _ROOT / "runs.json"
+    if manifest.exists():
+        return LocalRuns(**json.loads(manifest.read_text()))
+    runs = _build()
+    manifest.write_text(json.dumps(asdict(runs)))
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backends():
+    """Backends are cached per configuration; tests that switch config start clean."""
+    from metaflow_agent._backend import reset_backends
+
+    reset_backends()
+    yield
+    reset_backends()
