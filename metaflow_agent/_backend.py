@@ -56,6 +56,9 @@ def _make(key: tuple[str | None, ...]) -> Backend:
 
 
 def reset_backends() -> None:
-    """Forget cached backends (tests, config changes)."""
+    """Forget cached backends and service capabilities (tests, config changes)."""
+    from .service.capabilities import forget
+
     with _lock:
         _cache.clear()
+    forget()

@@ -76,13 +76,14 @@ def list_runs(
         )
         fingerprint = hashlib.sha1(repr((fl, query)).encode()).hexdigest()[:12]
         state = decode_cursor(cursor, "list_runs")
-        after = None
+        after, server_cursor = None, None
         if state is not None:
             if state.get("q") != fingerprint:
                 raise BadInput("cursor belongs to a different list_runs query", hint="repeat the same filters with this cursor, or drop the cursor")
             after = (int(state["ts"]), str(state["id"]))
+            server_cursor = state.get("srv")
         backend = get_backend()
-        scan = backend.scan_runs(fl, query, limit, after, _limits.default("run_status_budget"))
+        scan = backend.scan_runs(fl, query, limit, after, _limits.default("run_status_budget"), server_cursor)
         runs = [
             RunInfo(
                 pathspec=f"{fl}/{r.run_id}",
@@ -97,9 +98,12 @@ def list_runs(
         next_cursor = None
         if scan.more:
             last = scan.runs[-1] if scan.runs else None
-            key = (last.ts_ms, last.run_id) if last else scan_resume_key(scan, after)
+            key = scan.resume_after if not scan.complete and scan.resume_after else ((last.ts_ms, last.run_id) if last else after)
             if key is not None:
-                next_cursor = encode_cursor("list_runs", {"q": fingerprint, "ts": key[0], "id": key[1]})
+                state = {"q": fingerprint, "ts": key[0], "id": key[1]}
+                if scan.server_cursor:
+                    state["srv"] = scan.server_cursor
+                next_cursor = encode_cursor("list_runs", state)
         notes = list(scan.notes)
         if ns:
             notes.append(f"namespace {ns!r} (pass namespace=None for all users)")
@@ -113,11 +117,6 @@ def list_runs(
             notes=notes,
             cost=cost_of(meter),
         )
-
-
-def scan_resume_key(scan: object, after: tuple[int, str] | None) -> tuple[int, str] | None:
-    """Where a scan that returned no run but stopped early should resume."""
-    return getattr(scan, "resume_after", None) or after
 
 
 def run_summary(run: str) -> RunSummary:

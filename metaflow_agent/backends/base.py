@@ -60,6 +60,8 @@ class RunScan:
     complete: bool = True
     scanned: int = 0
     notes: list[str] = field(default_factory=list)
+    resume_after: tuple[int, str] | None = None  # where to continue when stopped by the budget
+    server_cursor: str | None = None  # the service's own cursor, when the page ended on its boundary
 
 
 @dataclass
@@ -99,8 +101,10 @@ class Backend(ABC):
         """NotFound unless the flow exists."""
 
     @abstractmethod
-    def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int) -> RunScan:
-        """Runs matching query, newest first, strictly after the (ts_ms, run_id) key."""
+    def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
+                  server_cursor: str | None = None) -> RunScan:
+        """Runs matching query, newest first, strictly after the (ts_ms, run_id) key
+        (or from the service's own cursor, when a previous page ended on one)."""
 
     @abstractmethod
     def get_run(self, flow: str, run_id: str) -> RunRecord:

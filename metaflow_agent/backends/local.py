@@ -103,7 +103,8 @@ class LocalBackend(Backend):
             raise NotFound(f"run {flow}/{run_id} not found", hint=f"list_runs(flow='{flow}') shows recent runs")
         return rec
 
-    def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int) -> RunScan:
+    def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
+                  server_cursor: str | None = None) -> RunScan:
         self.check_flow(flow)
         ids = [n for n in self.store.list(flow) if n not in _NOT_RUNS and not n.startswith(".")]
         records = [r for r in (self._run_record(flow, i) for i in ids) if r is not None]
@@ -124,6 +125,7 @@ class LocalBackend(Backend):
                 break
             status_checks += 1
             r.status, r.finished_ms = self.run_status(r)
+            scan.resume_after = (r.ts_ms, r.run_id)
             scan.scanned += 1
             if query.status is None or r.status == query.status:
                 scan.runs.append(r)

@@ -1,0 +1,1 @@
+"""Backends answer the query functions: local files, or the metadata service."""

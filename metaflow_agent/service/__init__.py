@@ -1,0 +1,1 @@
+"""The service path: counting GET transport, capability detection, query plans."""

@@ -1,0 +1,128 @@
+"""HTTP to the metadata service: GET only, counted, bounded retries, typed errors.
+
+Counting happens in an HTTPAdapter, so the same adapter can be mounted on
+Metaflow's own client session to measure what the Client API spends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .._cost import current_meter
+from .._errors import BadInput, NotFound, ServiceProtocolError, ServiceUnavailable
+
+RETRY_STATUSES = (502, 503, 504)
+BACKOFF_S = (0.2, 0.6, 1.5)  # bounded: at most len(BACKOFF_S) retries
+TIMEOUT_S = (3.05, 30.0)  # connect, read
+
+
+class CountingAdapter(HTTPAdapter):
+    """Records every request and its response bytes in the active cost meter."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        resp = super().send(request, **kwargs)
+        current_meter().add_request(request.method or "?", request.url or "", resp.status_code, len(resp.content))
+        return resp
+
+
+def counting_session() -> requests.Session:
+    session = requests.Session()
+    adapter = CountingAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def instrument_session(session: requests.Session) -> None:
+    """Mount the counting adapter on an existing session (e.g. Metaflow's own)."""
+    adapter = CountingAdapter(pool_connections=20, pool_maxsize=20, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+
+def encode_query(params: dict[str, Any] | None) -> str:
+    """Query string as the service expects: ':' and ',' kept, cursors escaped."""
+    if not params:
+        return ""
+    parts = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        parts.append(f"{quote(str(key), safe=':_')}={quote(str(value), safe=':,._-')}")
+    return "?" + "&".join(parts) if parts else ""
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class ServiceTransport:
+    """GET-only client of one metadata service URL."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, session: requests.Session | None = None) -> None:
+        if not url or not url.startswith(("http://", "https://")):
+            raise ServiceUnavailable(
+                f"metadata service URL {url!r} is not an http(s) URL",
+                hint="set METAFLOW_SERVICE_URL, e.g. http://127.0.0.1:8080",
+            )
+        self.url = url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.session = session or counting_session()
+
+    def get(self, path: str, params: dict[str, Any] | None = None, *, ok404: bool = False) -> Reply:
+        """GET path; JSON-decoded body. 404 raises NotFound unless ok404."""
+        url = self.url + path + encode_query(params)
+        last: Exception | None = None
+        for attempt in range(len(BACKOFF_S) + 1):
+            try:
+                resp = self.session.get(url, headers=self.headers, timeout=TIMEOUT_S)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last = exc
+            else:
+                if resp.status_code not in RETRY_STATUSES:
+                    return self._reply(resp, path, ok404)
+                last = ServiceUnavailable(f"metadata service answered {resp.status_code} for {path}")
+            if attempt < len(BACKOFF_S):
+                time.sleep(BACKOFF_S[attempt])
+        kind = "timed out" if isinstance(last, requests.Timeout) else "is not reachable" if isinstance(last, requests.ConnectionError) else "kept failing"
+        raise ServiceUnavailable(
+            f"metadata service at {self.url} {kind} ({type(last).__name__}) after {len(BACKOFF_S) + 1} tries",
+            hint="check that the service is up and METAFLOW_SERVICE_URL is right; or unset METAFLOW_DEFAULT_METADATA to query local runs",
+        )
+
+    def _reply(self, resp: requests.Response, path: str, ok404: bool) -> Reply:
+        headers = {k: v for k, v in resp.headers.items()}
+        text = resp.text
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = text if resp.status_code != 200 else None
+            if resp.status_code == 200:
+                raise ServiceProtocolError(
+                    f"metadata service sent malformed JSON for {path}", hint="the service or a proxy in front of it is misbehaving"
+                ) from None
+        if resp.status_code == 404:
+            if ok404:
+                return Reply(404, headers, body)
+            raise NotFound(f"{path} not found on the metadata service", hint="check the pathspec")
+        if resp.status_code == 400:
+            raise BadInput(f"metadata service rejected {path}: {body}", hint="check the filter values")
+        if resp.status_code >= 300:
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise ServiceUnavailable(
+                f"metadata service error {resp.status_code} for {path}" + (f": {detail}" if detail else ""),
+                hint="retry later; if it persists, check the service logs",
+            )
+        return Reply(resp.status_code, headers, body)

@@ -1,0 +1,223 @@
+"""The service path with `responses`: exact request sequences from the real
+captures, and faults injected at the transport."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+import metaflow_agent as ma
+from metaflow_agent._cost import metered
+from metaflow_agent.service import transport as transport_mod
+
+URL = "http://127.0.0.1:9"  # never contacted: responses intercepts
+SHARED = Path(os.environ.get("METAFLOW_AGENT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+
+
+def load_captures(generation: str) -> dict[str, dict]:
+    """Captures by id, with `_body_same_as` resolved."""
+    name = "master.jsonl" if generation == "master" else "release-2.5.1.jsonl"
+    caps = {}
+    for line in (SHARED / "service-captures" / name).read_text().splitlines():
+        c = json.loads(line)
+        caps[c["id"]] = c
+    for c in caps.values():
+        ref = c.get("_body_same_as")
+        if ref:
+            c["response"]["body"] = caps[ref]["response"]["body"]
+    return caps
+
+
+def register(rsps: responses.RequestsMock, capture: dict) -> None:
+    req, resp = capture["request"], capture["response"]
+    body = resp["body"]
+    text = body if isinstance(body, str) and req["path"] in ("/ping", "/version") else json.dumps(body)
+    rsps.add(
+        responses.GET,
+        URL + req["path"],
+        body=text,
+        status=resp["status"],
+        headers={k: v for k, v in resp["headers"].items() if k != "Content-Type"},
+        content_type=resp["headers"].get("Content-Type", "text/plain; charset=utf-8"),
+        match=[matchers.query_param_matcher(req["query"])],
+    )
+
+
+@pytest.fixture
+def service_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("METAFLOW_DEFAULT_METADATA", "service")
+    monkeypatch.setenv("METAFLOW_SERVICE_URL", URL)
+    monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(tmp_path))
+    (tmp_path / ".metaflow").mkdir()
+    monkeypatch.setattr(transport_mod, "BACKOFF_S", (0.0, 0.0, 0.0))
+    from metaflow_agent._backend import reset_backends
+
+    reset_backends()
+    yield
+    reset_backends()
+
+
+def sent(rsps: responses.RequestsMock) -> list[str]:
+    return [c.request.method + " " + c.request.url.replace(URL, "") for c in rsps.calls]
+
+
+@pytest.mark.parametrize("generation", ["master"])
+def test_failed_runs_master_two_requests(service_env, generation):
+    caps = load_captures(generation)
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        register(rsps, caps["flows-limit1"])
+        register(rsps, caps["synth-runs-status-failed"])
+        register(rsps, caps["synth-runs-status-failed-page2"])
+        page1 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
+        assert page1.cost.metadata_requests == 2
+        assert [r.status for r in page1.runs] == ["failed"] * 5
+        expected = [str(r["run_number"]) for r in caps["synth-runs-status-failed"]["response"]["body"]]
+        assert [r.run_id for r in page1.runs] == expected
+        assert page1.truncated and page1.next_cursor
+        page2 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None, cursor=page1.next_cursor)
+        # The second page follows the service's own cursor: one request, no probe.
+        assert page2.cost.metadata_requests == 1
+        expected2 = [str(r["run_number"]) for r in caps["synth-runs-status-failed-page2"]["response"]["body"]]
+        assert [r.run_id for r in page2.runs] == expected2
+        assert all(m.startswith("GET ") for m in sent(rsps))
+
+
+def test_status_filter_never_trusted_without_status_field(service_env):
+    """A page that comes back without master's derived status is re-derived, not trusted."""
+    caps = load_captures("master")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register(rsps, caps["flows-limit1"])
+        rows = caps["runs-hello"]["response"]["body"]  # unfiltered rows: no status field
+        rsps.add(responses.GET, URL + "/flows/HelloFlow/runs", json=rows, headers={"X-Limit": "5"})
+        rsps.add(responses.GET, URL + "/flows/HelloFlow/runs/14/steps/end/filtered_tasks", json=[])
+        for r in rows:
+            if r["run_number"] != 14:
+                rsps.add(responses.GET, URL + f"/flows/HelloFlow/runs/{r['run_number']}/steps/end/filtered_tasks",
+                         json=[f"HelloFlow/{r['run_number']}/end/1"])
+        got = ma.list_runs("HelloFlow", status="failed", limit=5, namespace=None)
+        assert [r.run_id for r in got.runs] == ["14"]
+
+
+# --- faults -------------------------------------------------------------------------
+
+
+def test_503_then_success_is_retried(service_env):
+    caps = load_captures("master")
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2", status=503)
+        register(rsps, caps["run-wide-2"])
+        with metered() as meter:
+            from metaflow_agent._backend import get_backend
+
+            rec = get_backend().get_run("WideFlow", "2")
+        assert rec.run_id == "2"
+        assert meter.metadata_requests == 2
+
+
+def test_500_is_typed_error(service_env):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2", status=500, json={"detail": "boom"})
+        with pytest.raises(ma.ServiceUnavailable) as err:
+            ma.run_summary("WideFlow/2")
+        assert "500" in str(err.value) and err.value.hint
+
+
+def test_persistent_503_gives_up_bounded(service_env):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2", status=503)
+        with pytest.raises(ma.ServiceUnavailable):
+            ma.run_summary("WideFlow/2")
+        assert len(rsps.calls) == len(transport_mod.BACKOFF_S) + 1
+
+
+def test_timeout_is_typed_error(service_env):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2", body=requests.Timeout("read timed out"))
+        with pytest.raises(ma.ServiceUnavailable) as err:
+            ma.run_summary("WideFlow/2")
+        assert "timed out" in str(err.value)
+
+
+def test_connection_refused_is_typed_error(service_env, monkeypatch):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    monkeypatch.setenv("METAFLOW_SERVICE_URL", f"http://127.0.0.1:{port}")
+    with pytest.raises(ma.ServiceUnavailable) as err:
+        ma.run_summary("WideFlow/2")
+    assert "not reachable" in str(err.value)
+    assert "METAFLOW_SERVICE_URL" in err.value.hint
+
+
+def test_malformed_json_is_typed_error(service_env):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2", body="{not json", status=200)
+        with pytest.raises(ma.ServiceProtocolError):
+            ma.run_summary("WideFlow/2")
+
+
+def test_unknown_run_and_flow_are_not_found(service_env):
+    caps = load_captures("master")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        for cid in ("run-unknown", "flow-wide", "run-unknown-flow", "flow-unknown"):
+            register(rsps, caps[cid])
+        with pytest.raises(ma.NotFound) as err:
+            ma.run_summary("WideFlow/999999")
+        assert "list_runs" in err.value.hint
+        with pytest.raises(ma.NotFound) as err:
+            ma.run_summary("NoSuchFlow/1")
+        assert "flow" in str(err.value)
+
+
+def test_missing_filtered_tasks_route_falls_back(service_env):
+    """A service older than 2.5.0 answers 404 (not JSON) on filtered_tasks: per-task metadata instead."""
+    caps = load_captures("release")
+    from metaflow_agent._backend import get_backend
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register(rsps, caps["flows-limit1"])
+        rsps.add(responses.GET, URL + "/flows/WideFlow/runs/2/steps/work/filtered_tasks", status=404, body="404: Not Found")
+        register(rsps, caps["tasks-wide-2-work"])
+        for t in range(6, 16):
+            cid = f"task-meta-wide-2-work-{t}"
+            if cid in caps:
+                register(rsps, caps[cid])
+            else:  # rows of an OK task, re-labelled
+                rows = [dict(r, task_id=t) for r in caps["task-meta-wide-2-work-6"]["response"]["body"]]
+                rsps.add(responses.GET, URL + f"/flows/WideFlow/runs/2/steps/work/tasks/{t}/metadata", json=rows)
+        with metered():
+            failed = get_backend().q.filtered_tasks("WideFlow", "2", "work", "attempt_ok", "False")
+        assert failed == {"9"}
+        assert get_backend().q.caps.filtered_tasks is False
+
+
+def test_queries_send_only_get(service_env):
+    """Every request a query sends is a GET (checked at the transport)."""
+    caps = load_captures("master")
+    seen = []
+    real_send = transport_mod.CountingAdapter.send
+
+    def spy(self, request, **kw):
+        seen.append(request.method)
+        return real_send(self, request, **kw)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        for c in caps.values():
+            register(rsps, c)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(transport_mod.CountingAdapter, "send", spy)
+            ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
+            try:
+                ma.failed_tasks("WideFlow/2")
+            except ma.AgentError:
+                pass
+    assert seen and set(seen) == {"GET"}
