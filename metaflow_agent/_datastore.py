@@ -127,7 +127,8 @@ class S3Datastore(Datastore):
                 raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
             from metaflow.metaflow_config import S3_ENDPOINT_URL
 
-            self._client = boto3.client("s3", endpoint_url=S3_ENDPOINT_URL or None)
+            endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or S3_ENDPOINT_URL
+            self._client = boto3.client("s3", endpoint_url=endpoint or None)
         return self._client
 
     def _key(self, rel: str) -> str:
