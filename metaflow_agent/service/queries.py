@@ -11,15 +11,16 @@ unless the service proved it filters (rows are re-checked client-side).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .._cost import current_meter
 from .._errors import NotFound
 from ..backends.base import HEARTBEAT_TIMEOUT_S, RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
 from ..backends.local import detail_from_rows, run_sort_key
 from .capabilities import ServiceCaps, detect
-from .transport import Reply, ServiceTransport
+from .transport import Reply, ServiceTransport, encode_query
 
+Ended = Callable[[str, str, str, str], bool]
 MAX_PAGE = 500  # master's cap on _limit
 MAX_PAGES = 200  # safety bound on cursor following
 
@@ -42,7 +43,7 @@ class ServiceQueries:
     def _get(self, path: str, params: dict[str, Any] | None = None, *, ok404: bool = False) -> Reply:
         """GET with a per-query memo: the same request twice in one query is sent once."""
         memo = current_meter().memo
-        key = (path, tuple(sorted((params or {}).items())), ok404)
+        key = (path, encode_query(params), ok404)
         if key not in memo:
             memo[key] = self.t.get(path, params, ok404=ok404)
         return memo[key]
@@ -96,16 +97,18 @@ class ServiceQueries:
         return self._record(flow, reply.body)
 
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                  server_cursor: str | None = None) -> RunScan:
+                  server_cursor: str | None = None, ended: Ended | None = None) -> RunScan:
+        """`ended(flow, run, step, task)` tells whether an unfinished task's process exited."""
         if self.caps.filters:
-            scan = self._scan_runs_server(flow, query, limit, after, server_cursor)
+            scan = self._scan_runs_server(flow, query, limit, after, server_cursor, ended)
         else:
-            scan = self._scan_runs_client(flow, query, limit, after, budget)
+            scan = self._scan_runs_client(flow, query, limit, after, budget, ended)
         if not scan.runs and scan.scanned == 0:
             self.check_flow(flow)
         return scan
 
-    def _scan_runs_server(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, server_cursor: str | None) -> RunScan:
+    def _scan_runs_server(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, server_cursor: str | None,
+                          ended: Ended | None) -> RunScan:
         params: dict[str, Any] = {
             # A status filter makes master attach its derived status to every row;
             # all three values select every run.
@@ -140,8 +143,8 @@ class ServiceQueries:
                     continue
                 if not q.matches_static(rec):  # never trust a filter blindly
                     continue
-                if rec.status is None:
-                    rec.status, rec.finished_ms = self.run_status(rec)
+                if rec.status is None or rec.status == "running":
+                    rec.status, rec.finished_ms = self.run_status(rec, ended)
                 elif rec.status != "running":
                     rec.finished_ms = int(rec.last_heartbeat_s * 1000) if rec.last_heartbeat_s else None
                 if q.status is not None and rec.status != q.status:
@@ -160,7 +163,8 @@ class ServiceQueries:
         scan.more, scan.complete = True, False
         return scan
 
-    def _scan_runs_client(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int) -> RunScan:
+    def _scan_runs_client(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
+                          ended: Ended | None) -> RunScan:
         rows = self._get(f"/flows/{flow}/runs").body or []
         records = sorted((self._record(flow, r) for r in rows), key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
         scan = RunScan(runs=[], more=False, notes=[f"service does not filter: listed all {len(records)} runs once, filtered client-side"])
@@ -179,7 +183,7 @@ class ServiceQueries:
                 break
             checks += 1
             scan.scanned += 1
-            rec.status, rec.finished_ms = self.run_status(rec)
+            rec.status, rec.finished_ms = self.run_status(rec, ended)
             if q.status is None or rec.status == q.status:
                 scan.runs.append(rec)
             scan.resume_after = (rec.ts_ms, rec.run_id)
@@ -189,17 +193,22 @@ class ServiceQueries:
     def _fresh(self, heartbeat_s: float | None) -> bool:
         return heartbeat_s is not None and time.time() - heartbeat_s < HEARTBEAT_TIMEOUT_S
 
-    def run_status(self, run: RunRecord) -> tuple[str, int | None]:
+    def run_status(self, run: RunRecord, ended: Ended | None = None) -> tuple[str, int | None]:
         """Like master: end step's attempt_ok, else running while the heartbeat is fresh.
-        A fresh run with a task that failed for good is failed, not running."""
+        A fresh run with a task that failed for good, or whose unfinished tasks
+        all ended (`ended(step, task)` says so, e.g. from the runtime's exit record),
+        is failed, not running."""
         finished = int(run.last_heartbeat_s * 1000) if run.last_heartbeat_s else None
         if self.filtered_tasks(run.flow, run.run_id, "end", "attempt_ok", "True"):
             return "completed", finished
         if not self._fresh(run.last_heartbeat_s):
             return "failed", finished
-        for so in self.step_outcomes(run.flow, run.run_id, self.list_steps(run.flow, run.run_id), started=False):
-            if so.failed - so.ok:
-                return "failed", finished
+        outcomes = self.step_outcomes(run.flow, run.run_id, self.list_steps(run.flow, run.run_id))
+        if any(so.failed - so.ok for so in outcomes):
+            return "failed", finished
+        unfinished = [(so.step, t) for so in outcomes for t in sorted(so.started - so.ok - so.failed)]
+        if ended is not None and unfinished and len(unfinished) <= 50 and all(ended(run.flow, run.run_id, s, t) for s, t in unfinished):
+            return "failed", finished
         return "running", None
 
     # --- steps and tasks -------------------------------------------------------------
