@@ -27,9 +27,31 @@ BASE_ENV = {
     "METAFLOW_DEFAULT_DATASTORE": "local",
     "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(_ROOT),
 }
-for _k in [k for k in os.environ if k.startswith("METAFLOW_") and k not in ("METAFLOW_AGENT_TEST_ROOT",)]:
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# The S3 datastore of the service deployment tests: a moto server started on
+# this port by the `s3_server` fixture. Metaflow reads the endpoint at import.
+S3_PORT = free_port()
+S3_ENV = {
+    "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    "METAFLOW_DATASTORE_SYSROOT_S3": "s3://mfagent-test/metaflow",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+for _k in [k for k in os.environ if k.startswith(("METAFLOW_", "AWS_")) and k not in ("METAFLOW_AGENT_TEST_ROOT",)]:
     del os.environ[_k]
 os.environ.update(BASE_ENV)
+os.environ.update(S3_ENV)
 
 
 @dataclass
@@ -114,3 +136,69 @@ def _fresh_backends():
     reset_backends()
     yield
     reset_backends()
+
+
+OTHER_USER = "otheruser"
+
+
+@pytest.fixture(scope="session")
+def other_user_root() -> tuple[str, str]:
+    """(datastore root, run pathspec): a separate root with one HelloFlow run
+    by another user, so namespace tests don't change the shared runs' counts."""
+    root = _ROOT / "other-user"
+    root.mkdir(exist_ok=True)
+    manifest = root / "run.json"
+    if manifest.exists():
+        return str(root), json.loads(manifest.read_text())["run"]
+    who = {"USER": OTHER_USER, "USERNAME": OTHER_USER, "METAFLOW_USER": OTHER_USER}
+    run = run_flow("hello_flow.py", "--tag", "team:z", env={**who, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(root)}, cwd=root)
+    manifest.write_text(json.dumps({"run": run}))
+    return str(root), run
+
+
+@pytest.fixture
+def client_ns():
+    """The Metaflow Client's global namespace, set by the test and restored after."""
+    from metaflow import default_namespace, namespace
+
+    yield namespace
+    default_namespace()
+
+
+@dataclass
+class ClientOutcome:
+    """A task's outcome as the plain Client API records it (attempt_ok metadata)."""
+
+    pathspec: str
+    outcome: str  # completed | failed | crashed (started, no attempt_ok on its latest attempt)
+    attempts: int
+    failed_attempts: list[int]
+
+
+def _client_outcome(task) -> ClientOutcome | None:
+    from metaflow import Task
+
+    if "attempt" not in task.metadata_dict:
+        return None  # registered but never started
+    latest = task.current_attempt
+    per = {a: (task if a == latest == 0 else Task(task.pathspec, attempt=a)).metadata_dict.get("attempt_ok") for a in range(latest + 1)}
+    outcome = {"True": "completed", "False": "failed", None: "crashed"}[per[latest]]
+    bad = [a for a, ok in per.items() if ok == "False" or (ok is None and (a != latest or outcome == "crashed"))]
+    return ClientOutcome(task.pathspec, outcome, latest + 1, bad)
+
+
+@pytest.fixture
+def client_outcomes(client_ns):
+    """run pathspec → {step: {task_id: ClientOutcome}} from the Client API (namespace(None))."""
+    from metaflow import Run
+
+    def get(run: str) -> dict[str, dict[str, ClientOutcome]]:
+        client_ns(None)
+        out: dict[str, dict[str, ClientOutcome]] = {}
+        for step in Run(run):
+            if step.id == "_parameters":
+                continue
+            out[step.id] = {t.id: o for t in step if (o := _client_outcome(t)) is not None}
+        return out
+
+    return get

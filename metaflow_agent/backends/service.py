@@ -38,7 +38,15 @@ class ServiceBackend(Backend):
 
         self.q: ServiceQueries = AgentMetadataProvider.agent_queries(url)
         self.url = self.q.t.url
-        self.store = make_datastore(datastore)
+        self._datastore_kind = datastore
+        self._store: Datastore | None = None
+
+    @property
+    def store(self) -> Datastore:  # type: ignore[override]
+        """The datastore, resolved on first use (metadata-only queries never need it)."""
+        if self._store is None:
+            self._store = make_datastore(self._datastore_kind)
+        return self._store
 
     def check_flow(self, flow: str) -> None:
         self.q.check_flow(flow)

@@ -17,7 +17,12 @@ class _Env:
     def get_environment_info(self, include_ext_info: bool = False) -> dict[str, str]:
         import metaflow
 
-        return {"runtime": "dev", "python_version_code": platform.python_version(), "metaflow_version": metaflow.__version__}
+        return {
+            "runtime": "dev",
+            "python_version_code": platform.python_version(),
+            "metaflow_version": metaflow.__version__,
+            "script": "synth_flow.py",
+        }
 
 
 class _Flow:
@@ -28,12 +33,15 @@ class _Flow:
 @contextlib.contextmanager
 def provider(url: str, flow: str) -> Iterator[ServiceMetadataProvider]:
     """A real ServiceMetadataProvider pointed at `url` for the block."""
-    saved = ServiceMetadataProvider.INFO
-    ServiceMetadataProvider.INFO = url.rstrip("/")
+    from metaflow.plugins.metadata_providers import service as module
+
+    # INFO is a metaclass property over _INFO (setting it pings the URL).
+    saved = ServiceMetadataProvider._INFO, module.SERVICE_URL
+    ServiceMetadataProvider._INFO = module.SERVICE_URL = url.rstrip("/")
     try:
         yield ServiceMetadataProvider(_Env(), _Flow(flow), None, None)
     finally:
-        ServiceMetadataProvider.INFO = saved
+        ServiceMetadataProvider._INFO, module.SERVICE_URL = saved
 
 
 def _attempt(p: ServiceMetadataProvider, run: str, step: str, task: str, attempt: int, ok: bool | None) -> None:
@@ -45,6 +53,11 @@ def _attempt(p: ServiceMetadataProvider, run: str, step: str, task: str, attempt
             MetaDatum(field="attempt-done", value=str(attempt), type="attempt-done", tags=tags),
         ]
     p.register_metadata(run, step, task, data)
+
+
+def _sys_tags(p: ServiceMetadataProvider) -> list[str]:
+    """The system tags the runtime attaches to a run (user:, runtime:, python_version:, ...)."""
+    return [f"{k}:{v}" for k, v in p._get_system_info_as_dict().items()]
 
 
 def register_task(p: ServiceMetadataProvider, run: str, step: str, outcomes: list[bool | None]) -> str:
@@ -59,7 +72,7 @@ def register_wide_run(url: str, flow: str, width: int, failed: set[int] = frozen
                       crashed: set[int] = frozenset(), tags: list[str] | None = None) -> str:
     """start → a foreach `work` of `width` tasks; no join/end (the runtime stopped, like WideFlow)."""
     with provider(url, flow) as p:
-        run = str(p.new_run_id(tags=tags or []))
+        run = str(p.new_run_id(tags=tags or [], sys_tags=_sys_tags(p)))
         register_task(p, run, "_parameters", [])
         register_task(p, run, "start", [True])
         for i in range(width):
@@ -78,7 +91,7 @@ def register_wide_run(url: str, flow: str, width: int, failed: set[int] = frozen
 def register_simple_run(url: str, flow: str, *, end_ok: bool | None, tags: list[str] | None = None) -> str:
     """start → end, the end step succeeding (True), failing (False) or never run (None: killed)."""
     with provider(url, flow) as p:
-        run = str(p.new_run_id(tags=tags or []))
+        run = str(p.new_run_id(tags=tags or [], sys_tags=_sys_tags(p)))
         register_task(p, run, "_parameters", [])
         register_task(p, run, "start", [True])
         if end_ok is not None:
