@@ -4,8 +4,6 @@ captures, and faults injected at the transport."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import requests
@@ -15,37 +13,29 @@ from responses import matchers
 import metaflow_agent as ma
 from metaflow_agent._cost import metered
 from metaflow_agent.service import transport as transport_mod
+from service_double import ServiceDouble, captures
+from service_double.captures import Capture
 
 URL = "http://127.0.0.1:9"  # never contacted: responses intercepts
-SHARED = Path(os.environ.get("METAFLOW_AGENT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
-def load_captures(generation: str) -> dict[str, dict]:
-    """Captures by id, with `_body_same_as` resolved."""
-    name = "master.jsonl" if generation == "master" else "release-2.5.1.jsonl"
-    caps = {}
-    for line in (SHARED / "service-captures" / name).read_text().splitlines():
-        c = json.loads(line)
-        caps[c["id"]] = c
-    for c in caps.values():
-        ref = c.get("_body_same_as")
-        if ref:
-            c["response"]["body"] = caps[ref]["response"]["body"]
-    return caps
+def load_captures(generation: str) -> dict[str, Capture]:
+    """Captures by id (the double's loader: `_body_same_as` resolved)."""
+    return {c.id: c for c in captures.load_captures(generation)}
 
 
-def register(rsps: responses.RequestsMock, capture: dict) -> None:
-    req, resp = capture["request"], capture["response"]
-    body = resp["body"]
-    text = body if isinstance(body, str) and req["path"] in ("/ping", "/version") else json.dumps(body)
+def register(rsps: responses.RequestsMock, capture: Capture) -> None:
+    """Serve one real capture for exactly its path and query."""
+    body = capture.body
+    text = body if isinstance(body, str) and capture.path in ("/ping", "/version") else json.dumps(body)
     rsps.add(
         responses.GET,
-        URL + req["path"],
+        URL + capture.path,
         body=text,
-        status=resp["status"],
-        headers={k: v for k, v in resp["headers"].items() if k != "Content-Type"},
-        content_type=resp["headers"].get("Content-Type", "text/plain; charset=utf-8"),
-        match=[matchers.query_param_matcher(req["query"])],
+        status=capture.status,
+        headers={k: v for k, v in capture.headers.items() if k != "Content-Type"},
+        content_type=capture.headers.get("Content-Type", "text/plain; charset=utf-8"),
+        match=[matchers.query_param_matcher(capture.query)],
     )
 
 
@@ -77,13 +67,13 @@ def test_failed_runs_master_two_requests(service_env, generation):
         page1 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
         assert page1.cost.metadata_requests == 2
         assert [r.status for r in page1.runs] == ["failed"] * 5
-        expected = [str(r["run_number"]) for r in caps["synth-runs-status-failed"]["response"]["body"]]
+        expected = [str(r["run_number"]) for r in caps["synth-runs-status-failed"].body]
         assert [r.run_id for r in page1.runs] == expected
         assert page1.truncated and page1.next_cursor
         page2 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None, cursor=page1.next_cursor)
         # The second page follows the service's own cursor: one request, no probe.
         assert page2.cost.metadata_requests == 1
-        expected2 = [str(r["run_number"]) for r in caps["synth-runs-status-failed-page2"]["response"]["body"]]
+        expected2 = [str(r["run_number"]) for r in caps["synth-runs-status-failed-page2"].body]
         assert [r.run_id for r in page2.runs] == expected2
         assert all(m.startswith("GET ") for m in sent(rsps))
 
@@ -93,7 +83,7 @@ def test_status_filter_never_trusted_without_status_field(service_env):
     caps = load_captures("master")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         register(rsps, caps["flows-limit1"])
-        rows = caps["runs-hello"]["response"]["body"]  # unfiltered rows: no status field
+        rows = caps["runs-hello"].body  # unfiltered rows: no status field
         rsps.add(responses.GET, URL + "/flows/HelloFlow/runs", json=rows, headers={"X-Limit": "5"})
         rsps.add(responses.GET, URL + "/flows/HelloFlow/runs/14/steps/end/filtered_tasks", json=[])
         for r in rows:
@@ -192,7 +182,7 @@ def test_missing_filtered_tasks_route_falls_back(service_env):
             if cid in caps:
                 register(rsps, caps[cid])
             else:  # rows of an OK task, re-labelled
-                rows = [dict(r, task_id=t) for r in caps["task-meta-wide-2-work-6"]["response"]["body"]]
+                rows = [dict(r, task_id=t) for r in caps["task-meta-wide-2-work-6"].body]
                 rsps.add(responses.GET, URL + f"/flows/WideFlow/runs/2/steps/work/tasks/{t}/metadata", json=rows)
         with metered():
             failed = get_backend().q.filtered_tasks("WideFlow", "2", "work", "attempt_ok", "False")
@@ -221,3 +211,90 @@ def test_queries_send_only_get(service_env):
             except ma.AgentError:
                 pass
     assert seen and set(seen) == {"GET"}
+
+
+# --- exact sequences on the captured data set, served by the double --------------------------
+# (The double logs each request it receives; it is checked against every real capture.)
+
+
+@pytest.fixture(scope="module")
+def captured_double():
+    """The double seeded with the captures' data set."""
+    with ServiceDouble(mode="master", records=captures.seed_records()) as d:
+        yield d
+
+
+@pytest.fixture
+def on_double(captured_double, monkeypatch, tmp_path):
+    monkeypatch.setenv("METAFLOW_DEFAULT_METADATA", "service")
+    monkeypatch.setenv("METAFLOW_SERVICE_URL", captured_double.url)
+    monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(tmp_path))
+    (tmp_path / ".metaflow").mkdir()
+    from metaflow_agent._backend import reset_backends
+
+    reset_backends()
+    captured_double.requests_seen.clear()
+    yield captured_double
+    captured_double.mode = "master"
+    reset_backends()
+
+
+def seen(double: ServiceDouble, start: int = 0) -> list[str]:
+    out = []
+    for method, path, query in double.requests_seen[start:]:
+        q = "&".join(f"{k}={v}" for k, v in query.items())
+        out.append(f"{method} {path}" + (f"?{q}" if q else ""))
+    return out
+
+
+W = "/flows/WideFlow/runs/2"
+
+
+def _ft(step: str, field: str, pattern: str) -> str:
+    return f"GET {W}/steps/{step}/filtered_tasks?metadata_field_name={field}&pattern={pattern}"
+
+
+@pytest.mark.parametrize("mode", ["master", "release"])
+def test_failed_tasks_exact_sequence(on_double, mode):
+    """failed_tasks(WideFlow/2): the same request sequence on both generations, none per task."""
+    double = on_double
+    double.mode = mode
+    got = ma.failed_tasks("WideFlow/2")
+    assert [(t.pathspec, t.status, t.attempts, t.failed_attempts, t.foreach_index) for t in got.failed] == [
+        ("WideFlow/2/work/9", "failed", 2, [0, 1], "items=3")
+    ]
+    assert seen(double) == [
+        f"GET {W}",
+        "GET /flows?_limit=1",  # capability probe, once per URL (on first need)
+        _ft("end", "attempt_ok", "True"),  # run status: no end step, stale heartbeat: failed
+        f"GET {W}/steps",
+        _ft("start", "attempt_ok", "True"),
+        _ft("start", "attempt_ok", "False"),
+        _ft("start", "attempt", "."),
+        _ft("work", "attempt_ok", "True"),
+        _ft("work", "attempt_ok", "False"),
+        _ft("work", "attempt", "."),
+        f"GET {W}/steps/work/tasks/9/metadata",  # details of the one task returned
+    ]
+    assert got.cost.metadata_requests == len(double.requests_seen)
+
+
+def test_latest_failed_runs_sequences(on_double):
+    """10 latest failed SynthFlow runs of 2,002: one request on master; bounded on 2.5.1."""
+    double = on_double
+    ma.capabilities()
+    first = len(double.requests_seen)
+    master = ma.list_runs("SynthFlow", status="failed", limit=10, namespace=None)
+    assert seen(double, first) == ["GET /flows/SynthFlow/runs?status:eq=failed&_limit=10"]
+    from metaflow_agent._backend import reset_backends
+
+    reset_backends()
+    double.mode = "release"
+    ma.capabilities()
+    first = len(double.requests_seen)
+    release = ma.list_runs("SynthFlow", status="failed", limit=10, namespace=None)
+    sent_release = seen(double, first)
+    assert sent_release[0] == "GET /flows/SynthFlow/runs"  # the one unfiltered listing
+    assert all(p.endswith("/steps/end/filtered_tasks?metadata_field_name=attempt_ok&pattern=True") for p in sent_release[1:])
+    assert len(sent_release) == 1 + release.scanned <= 1 + 300
+    assert [r.run_id for r in release.runs] == [r.run_id for r in master.runs]
