@@ -13,7 +13,7 @@ from ._backend import get_backend
 from ._blobs import data_index, load_blob
 from ._cost import metered
 from ._errors import BadInput, NotFound
-from ._inputs import check_limit, decode_cursor, encode_cursor, parse_pathspec, parse_time
+from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec, parse_time
 from ._models import ArtifactHit, ArtifactInfo, ArtifactList, ArtifactPreview, ArtifactSearch
 from ._result import clip, cost_of
 from ._runs import DEFAULT_NAMESPACE, resolve_namespace
@@ -69,8 +69,7 @@ def list_artifacts(
     with metered() as meter:
         ps = parse_pathspec(task, "task")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("artifacts"))
-        state = decode_cursor(cursor, "list_artifacts")
-        start = int(state["i"]) if state else 0
+        start = cursor_offset(decode_cursor(cursor, "list_artifacts"), "list_artifacts")
         backend = get_backend()
         att = _resolve_attempt(backend, ps.flow, ps.run, ps.step, ps.task, attempt)
         infos = [a for a in artifact_infos(data_index(backend, ps.flow, ps.run, ps.step, ps.task, att)) if include_private or not a.name.startswith("_")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from typing import Literal
 
 from . import _limits
 from ._artifacts import artifact_infos, latest_data_attempt
@@ -85,6 +86,16 @@ def _diff(x: dict[str, ArtifactInfo], y: dict[str, ArtifactInfo], step: str | No
         ia, ib = x.get(name), y.get(name)
         if ia and ib and ia.sha == ib.sha:
             continue
-        change = "changed" if ia and ib else ("only_in_a" if ia else "only_in_b")
-        out.append(ArtifactDiff(name=name, step=step, change=change, sha_a=ia and ia.sha, sha_b=ib and ib.sha, size_a=ia and ia.size, size_b=ib and ib.size))
+        change: Literal["changed", "only_in_a", "only_in_b"] = "changed" if ia and ib else ("only_in_a" if ia else "only_in_b")
+        out.append(
+            ArtifactDiff(
+                name=name,
+                step=step,
+                change=change,
+                sha_a=ia.sha if ia else None,
+                sha_b=ib.sha if ib else None,
+                size_a=ia.size if ia else None,
+                size_b=ib.size if ib else None,
+            )
+        )
     return out

@@ -25,7 +25,7 @@ class Datastore(ABC):
     @staticmethod
     def _check(rel: str) -> str:
         parts = rel.split("/")
-        if rel.startswith("/") or any(p in ("..", "") for p in parts) or "\\" in rel or "\x00" in rel:
+        if rel.startswith("/") or any(p in ("..", ".", "") for p in parts) or "\\" in rel or "\x00" in rel:
             raise PathEscape(f"path {rel!r} leaves the datastore root", hint="use pathspecs, not file paths")
         return rel
 

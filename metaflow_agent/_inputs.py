@@ -20,9 +20,9 @@ class Pathspec:
     """A parsed 'Flow[/Run[/Step[/Task]]]'."""
 
     flow: str
-    run: str | None = None
-    step: str | None = None
-    task: str | None = None
+    run: str = ""  # "" when the pathspec stops above this level
+    step: str = ""
+    task: str = ""
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.flow, self.run, self.step, self.task) if p)
@@ -135,3 +135,16 @@ def decode_cursor(cursor: str | None, kind: str) -> dict[str, Any] | None:
             f"cursor {cursor[:40]!r} was not issued by {kind}",
             hint=f"pass the next_cursor returned by the previous {kind} call, or omit cursor to start over",
         ) from None
+
+
+def cursor_offset(state: dict[str, Any] | None, kind: str) -> int:
+    """The list offset an offset cursor carries (0 without a cursor); BadCursor when corrupt."""
+    if state is None:
+        return 0
+    value = state.get("i")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadCursor(
+            f"{kind} cursor has no valid position",
+            hint=f"pass the next_cursor returned by the previous {kind} call, or omit cursor to start over",
+        )
+    return value

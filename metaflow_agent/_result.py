@@ -21,4 +21,5 @@ def clip(text: str | None, limit: int) -> str | None:
     """Cut text to limit characters, marking the cut."""
     if text is None or len(text) <= limit:
         return text
-    return text[: max(0, limit - 15)] + f"…[+{len(text) - limit + 15} chars]"
+    keep = max(0, limit - 10 - len(str(len(text))))  # room for the marker, however many digits
+    return text[:keep] + f"…[+{len(text) - keep} chars]"

@@ -88,7 +88,7 @@ def list_runs(
             RunInfo(
                 pathspec=f"{fl}/{r.run_id}",
                 run_id=r.run_id,
-                status=r.status or "running",
+                status=r.status or "running",  # type: ignore[arg-type]
                 created_at=iso(r.ts_ms) or "",
                 user=r.user,
                 tags=sorted(r.tags),

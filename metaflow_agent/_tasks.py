@@ -6,7 +6,7 @@ from . import _limits
 from ._backend import get_backend
 from ._blobs import task_exception
 from ._cost import metered
-from ._inputs import check_limit, decode_cursor, encode_cursor, parse_pathspec
+from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec
 from ._models import FailedTask, FailedTaskList
 from ._outcomes import short_type, task_order
 from ._result import clip, cost_of
@@ -26,8 +26,7 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
     with metered() as meter:
         ps = parse_pathspec(run, "run")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("failed_tasks"))
-        state = decode_cursor(cursor, "failed_tasks")
-        start = int(state["i"]) if state else 0
+        start = cursor_offset(decode_cursor(cursor, "failed_tasks"), "failed_tasks")
         backend = get_backend()
         rec = backend.get_run(ps.flow, ps.run)
         status, _ = backend.run_status(rec)

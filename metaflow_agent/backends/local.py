@@ -62,7 +62,7 @@ class LocalBackend(Backend):
                 hint="run a flow first, cd to its folder, or set METAFLOW_DATASTORE_SYSROOT_LOCAL",
             )
         self.root = root
-        self.store = LocalDatastore(root)
+        self.store: LocalDatastore = LocalDatastore(root)
 
     # --- small helpers ---------------------------------------------------
     def _json(self, rel: str) -> Any:
@@ -214,7 +214,7 @@ def _attempt_of(row: dict[str, Any]) -> int:
                 pass
     if row.get("field_name") in ("attempt", "attempt-done"):
         try:
-            return int(row.get("value"))
+            return int(str(row.get("value")))
         except (TypeError, ValueError):
             pass
     return 0

@@ -1,0 +1,84 @@
+"""Resource templates for the three things an agent reads most, and a triage prompt."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+from metaflow_agent import AgentError, NotFound, failed_tasks, run_summary, task_logs
+
+from . import progress
+from .budget import Overflow
+from .tools import answer, error_text
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+LOG_TAIL = 50
+
+
+def _first_line(fn: Callable[..., Any]) -> str:
+    return (inspect.getdoc(fn) or "").splitlines()[0]
+
+
+async def _read(ctx: Context, fn: Callable[..., Any], limit: int, **kwargs: Any) -> str:
+    """fn's answer as compact JSON within the budget; failures as resource errors."""
+    try:
+        return (await progress.run(ctx, lambda: answer(fn, kwargs, limit))).text
+    except NotFound as exc:
+        raise ResourceNotFoundError(error_text(exc)) from None
+    except (AgentError, Overflow) as exc:
+        raise ResourceError(error_text(exc)) from None
+    except Exception as exc:
+        log.exception("resource %s failed", fn.__name__)
+        raise ResourceError(error_text(exc)) from None
+
+
+def add_resources(server: MCPServer[Any], limit: int) -> None:
+    """Register the run summary, run failures and task log tail templates."""
+
+    @server.resource(
+        "metaflow://run/{flow}/{run_id}/summary",
+        name="run_summary",
+        description=_first_line(run_summary) + " (as the run_summary tool).",
+        mime_type=JSON,
+    )
+    async def summary(flow: str, run_id: str, ctx: Context) -> str:
+        return await _read(ctx, run_summary, limit, run=f"{flow}/{run_id}")
+
+    @server.resource(
+        "metaflow://run/{flow}/{run_id}/failures",
+        name="run_failures",
+        description=_first_line(failed_tasks) + " (first page, as the failed_tasks tool).",
+        mime_type=JSON,
+    )
+    async def failures(flow: str, run_id: str, ctx: Context) -> str:
+        return await _read(ctx, failed_tasks, limit, run=f"{flow}/{run_id}")
+
+    @server.resource(
+        "metaflow://task/{flow}/{run_id}/{step}/{task_id}/log/{stream}",
+        name="task_log_tail",
+        description=f"The last {LOG_TAIL} lines of a task's stdout or stderr (as task_logs with tail={LOG_TAIL}).",
+        mime_type=JSON,
+    )
+    async def log_tail(flow: str, run_id: str, step: str, task_id: str, stream: str, ctx: Context) -> str:
+        return await _read(ctx, task_logs, limit, task=f"{flow}/{run_id}/{step}/{task_id}", stream=stream, tail=LOG_TAIL)
+
+    server.prompt(name="triage_failed_run", title="Triage a failed run")(triage_failed_run)
+
+
+def triage_failed_run(run: str) -> str:
+    """Steps to find why a Metaflow run failed, using this server's tools."""
+    flow, _, run_id = run.strip().strip("/").partition("/")
+    return f"""Find out why the Metaflow run {run} failed, using the metaflow tools. Every answer is bounded: when one says truncated, follow next_cursor or ask for less instead of raising limits.
+
+1. run_summary(run="{run}") (or resource metaflow://run/{flow}/{run_id}/summary): status, per-step task counts and the first failure.
+2. failed_tasks(run="{run}") (or metaflow://run/{flow}/{run_id}/failures): exception type, message and traceback tail of each failed or crashed task. retried_ok tasks recovered and are not the cause; a crashed task (no exception, a return code such as -9) was killed, often out of memory.
+3. For the first failed task T: task_logs(task=T, stream="stderr", tail=50) (or metaflow://task/T/log/stderr); if the cause is not there, task_logs(task=T, grep="Error|Exception|Traceback") on stdout and stderr.
+4. If an input looks wrong: list_artifacts(task=T) for names, sizes and types, then artifact_preview(task=T, name=...) for one small artifact.
+5. Against the last good run: list_runs(flow="{flow}", status="completed", limit=1), then compare_runs(run_a=<that run>, run_b="{run}") for changed parameters and artifacts.
+
+Report the failing step and task(s), the root cause with its evidence (exception, log lines, changed inputs), whether a retry would help (transient) or it needs a code or data fix, and the fix to try first."""
