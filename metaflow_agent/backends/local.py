@@ -68,14 +68,11 @@ class LocalBackend(Backend):
     def _json(self, rel: str) -> Any:
         return json.loads(self.store.read_small(rel))
 
-    def _meta_rows(self, task_rel: str, fields: set[str]) -> list[dict[str, Any]]:
+    def _meta_rows(self, task_rel: str, fields: set[str], names: list[str] | None = None) -> list[dict[str, Any]]:
         """Rows of the given metadata fields of one task (one listdir + one read per row)."""
         rows = []
-        for name in self.store.list(task_rel + "/_meta"):
-            if not name.startswith("sysmeta_") or not name.endswith(".json"):
-                continue
-            field_name = name[8:-5].rsplit("_", 1)[0]
-            if field_name in fields:
+        for name in self.store.list(task_rel + "/_meta") if names is None else names:
+            if _meta_field(name) in fields:
                 rows.append(self._json(f"{task_rel}/_meta/{name}"))
         return rows
 
@@ -179,10 +176,12 @@ class LocalBackend(Backend):
         for step in steps:
             so = StepOutcomes(step, set(), set(), set())
             for task in self._dirs(f"{flow}/{run_id}/{step}"):
-                rows = self._meta_rows(f"{flow}/{run_id}/{step}/{task}", {"attempt_ok", "attempt"})
-                if any(r["field_name"] == "attempt" for r in rows):
+                task_rel = f"{flow}/{run_id}/{step}/{task}"
+                names = self.store.list(task_rel + "/_meta")
+                # "started" needs only the file names; outcomes need the attempt_ok values.
+                if any(_meta_field(n) == "attempt" for n in names):
                     so.started.add(task)
-                for r in rows:
+                for r in self._meta_rows(task_rel, {"attempt_ok"}, names):
                     so.newest_ms = max(so.newest_ms, int(r.get("ts_epoch") or 0))
                     if r["field_name"] == "attempt_ok":
                         (so.ok if r["value"] == "True" else so.failed).add(task)
@@ -203,6 +202,13 @@ class LocalBackend(Backend):
 
     def capabilities(self) -> dict[str, object]:
         return {"datastore": "local", "datastore_root": self.root}
+
+
+def _meta_field(name: str) -> str | None:
+    """'sysmeta_attempt_ok_1795.json' -> 'attempt_ok' (None for other files)."""
+    if not name.startswith("sysmeta_") or not name.endswith(".json"):
+        return None
+    return name[8:-5].rsplit("_", 1)[0]
 
 
 def _attempt_of(row: dict[str, Any]) -> int:
