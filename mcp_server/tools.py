@@ -64,13 +64,13 @@ def answer(fn: Callable[..., Any], kwargs: dict[str, Any], limit: int) -> _budge
     data = result.model_dump(mode="json")
     params = inspect.signature(fn).parameters
     pages = "cursor" in params and "limit" in params
-    start = _index_start(fn, kwargs, result) if pages else None
+    index = _index_start(fn, kwargs, result) if pages else None
     cursor_for: Callable[[int], str | None] | None = None
-    if start is not None:
-        name = fn.__name__
+    if index is not None:
+        name, (start, extra) = fn.__name__, index
 
         def cursor_for(kept: int) -> str | None:
-            return encode_cursor(name, {"i": start + kept})
+            return encode_cursor(name, {**extra, "i": start + kept})
 
     elif pages:  # a key cursor, known only after asking again: size a stand-in
         stand_in = "x" * max(128, len(kwargs.get("cursor") or ""), len(getattr(result, "next_cursor", None) or ""))
@@ -86,7 +86,7 @@ def answer(fn: Callable[..., Any], kwargs: dict[str, Any], limit: int) -> _budge
         less=lambda kept: _less_hint(fn, result, kept),
         keep_end=getattr(result, "mode", None) == "tail",
     )
-    if fitted.kept is not None and pages and start is None:
+    if fitted.kept is not None and pages and index is None:
         return _ask_again(fn, model, kwargs, limit, fitted.kept, data["cost"])
     return fitted
 
@@ -108,8 +108,9 @@ def _ask_again(
             kept -= 1
 
 
-def _index_start(fn: Callable[..., Any], kwargs: dict[str, Any], result: BaseModel) -> int | None:
-    """Where this page starts, when fn pages by index ({"i": n} cursors); else None."""
+def _index_start(fn: Callable[..., Any], kwargs: dict[str, Any], result: BaseModel) -> tuple[int, dict[str, Any]] | None:
+    """Where this page starts and the cursor's other keys, when fn pages by index
+    ({"i": n, ...} cursors); else None."""
     limit = kwargs.get("limit") or inspect.signature(fn).parameters["limit"].default
     for cursor, back in ((kwargs.get("cursor"), 0), (getattr(result, "next_cursor", None), limit)):
         if cursor:
@@ -117,8 +118,8 @@ def _index_start(fn: Callable[..., Any], kwargs: dict[str, Any], result: BaseMod
                 state = decode_cursor(cursor, fn.__name__)
             except AgentError:
                 return None
-            if state is not None and set(state) == {"i"}:
-                return int(state["i"]) - back
+            if state is not None and isinstance(state.get("i"), int):
+                return int(state["i"]) - back, {k: v for k, v in state.items() if k != "i"}
             return None
     return None
 

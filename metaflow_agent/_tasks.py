@@ -6,6 +6,7 @@ from . import _limits
 from ._backend import get_backend
 from ._blobs import task_exception
 from ._cost import metered
+from ._errors import BadInput
 from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec
 from ._models import FailedTask, FailedTaskList
 from ._outcomes import short_type, task_order
@@ -26,7 +27,10 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
     with metered() as meter:
         ps = parse_pathspec(run, "run")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("failed_tasks"))
-        start = cursor_offset(decode_cursor(cursor, "failed_tasks"), "failed_tasks")
+        state = decode_cursor(cursor, "failed_tasks")
+        if state is not None and state.get("r", str(ps)) != str(ps):
+            raise BadInput(f"cursor belongs to failed_tasks of {state['r']}", hint=f"pass it with run='{state['r']}', or drop the cursor")
+        start = cursor_offset(state, "failed_tasks")
         backend = get_backend()
         rec = backend.get_run(ps.flow, ps.run)
         status, _ = backend.run_status(rec)
@@ -63,7 +67,7 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
             total_crashed=sum(1 for c in candidates if c[2] == "crashed"),
             total_retried_ok=sum(1 for c in candidates if c[2] == "retried_ok"),
             truncated=more,
-            next_cursor=encode_cursor("failed_tasks", {"i": start + limit}) if more else None,
+            next_cursor=encode_cursor("failed_tasks", {"r": str(ps), "i": start + limit}) if more else None,
             scanned=len(candidates),
             notes=notes,
             cost=cost_of(meter),
