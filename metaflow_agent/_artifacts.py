@@ -61,7 +61,7 @@ def list_artifacts(
     limit: int = 200,
     cursor: str | None = None,
 ) -> ArtifactList:
-    """Names, sizes, types, encodings and sha of a task's artifacts, without loading any.
+    """A task's artifact names, sizes, types and sha, without loading any.
 
     Reads one small index file (data.json) of the latest attempt. Private
     Metaflow artifacts (names starting with _) are hidden unless asked for.
@@ -113,7 +113,7 @@ def _summary(value: Any) -> dict[str, Any]:
 
 
 def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_bytes: int | None = None, max_chars: int | None = None) -> ArtifactPreview:
-    """A short, type-aware look at one artifact: shape/dtype, keys, length, truncated repr.
+    """A short, type-aware, size-guarded look at one artifact's value.
 
     Refuses (TooLarge, with the size) to load an artifact stored larger than
     max_bytes. This is the one function that unpickles, and only the one value.
@@ -166,10 +166,11 @@ def search_artifacts(
     since: str | None = None,
     until: str | None = None,
     namespace: str | None = DEFAULT_NAMESPACE,
+    include_private: bool = False,
     limit: int = 50,
     cursor: str | None = None,
 ) -> ArtifactSearch:
-    """Find artifacts by name (glob), size range and type across recent runs' tasks.
+    """Find artifacts by name glob, size and type across recent runs.
 
     Reads each task's data.json only — nothing is unpickled. Scans the
     newest `runs` runs (or those in since/until) within a task budget.
@@ -182,7 +183,7 @@ def search_artifacts(
         limit = check_limit("limit", limit, low=1, high=_limits.cap("search_hits"))
         budget = _limits.default("search_tasks_budget")
         state = decode_cursor(cursor, "search_artifacts")
-        fingerprint = hashlib.sha1(repr((fl, name, min_size, max_size, type, runs, since, until, namespace)).encode()).hexdigest()[:12]
+        fingerprint = hashlib.sha1(repr((fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)).encode()).hexdigest()[:12]
         if state is not None and state.get("q") != fingerprint:
             raise BadInput("cursor belongs to a different search", hint="repeat the same arguments with this cursor")
         ns = resolve_namespace(namespace)
@@ -201,7 +202,7 @@ def search_artifacts(
                     break
                 tasks_read += 1
                 continue
-            if not _match(info, name, min_size, max_size, type):
+            if (info.name.startswith("_") and not include_private) or not _match(info, name, min_size, max_size, type):
                 continue
             if len(hits) == limit:
                 more = True

@@ -10,7 +10,7 @@ from ._result import cost_of
 
 
 def capabilities() -> Capabilities:
-    """Which backend is in use (local or service) and what it supports.
+    """Which backend answers (local or service) and what it supports.
 
     On a service, detects filters and cursors by probing (cached per URL),
     never from the version string.

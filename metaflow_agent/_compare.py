@@ -43,7 +43,7 @@ def _small_repr(backend: Backend, flow: str, info: ArtifactInfo | None) -> str |
 
 
 def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> RunComparison:
-    """Parameters and end-step artifacts that differ between two runs, by sha.
+    """Parameters and end-step artifacts that differ between two runs.
 
     Equal sha: equal value, nothing loaded. Only parameters (small) are
     shown by value. Cost: two data.json reads per run plus the step listings.

@@ -6,6 +6,7 @@
     │   ├── BadPattern              a regex that does not compile
     │   ├── BadLimit                limit / max_bytes / context out of range
     │   ├── BadCursor               a cursor this query did not issue
+    │   ├── BadTime                 a since/until that is not a time
     │   └── PathEscape              a path that leaves the datastore root
     ├── NotFound                    flow / run / step / task / artifact / log absent
     ├── TooLarge                    an artifact over the preview cap
@@ -53,6 +54,10 @@ class BadLimit(BadInput):
 
 class BadCursor(BadInput):
     code = "bad_cursor"
+
+
+class BadTime(BadInput):
+    code = "bad_time"
 
 
 class PathEscape(BadInput):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ._errors import BadCursor, BadLimit, BadPathspec, BadPattern
+from ._errors import BadCursor, BadLimit, BadPathspec, BadPattern, BadTime
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ID = re.compile(r"^[A-Za-z0-9_\-.:]+$")
@@ -101,7 +101,7 @@ def parse_time(value: Any, name: str, *, now: datetime | None = None) -> int | N
         else:
             dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
             return int(dt.timestamp() * 1000)
-    raise BadLimit(
+    raise BadTime(
         f"{name}={value!r} is not a time",
         hint=f"pass {name} as ISO-8601 ('2026-11-01T00:00:00Z') or relative ('24h', '7d', '30m')",
     )

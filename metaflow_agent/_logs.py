@@ -91,7 +91,7 @@ def task_logs(
     attempt: int | None = None,
     max_bytes: int | None = None,
 ) -> TaskLog:
-    """Read part of a task's log: the last lines (default 50), the first lines, or regex matches.
+    """Part of a task's log: last lines, first lines, or regex matches.
 
     Reads byte ranges only (tail seeks from the end), reports the log's total
     size and bytes read. grep scans at most max_bytes and says when it stopped.

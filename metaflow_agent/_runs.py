@@ -53,7 +53,7 @@ def list_runs(
     limit: int = 20,
     cursor: str | None = None,
 ) -> RunList:
-    """Recent runs of a flow, newest first, filtered by status, time, tags, user.
+    """Recent runs of a flow, newest first, filtered by status, time, tags.
 
     since/until take ISO-8601 or relative times ('24h', '7d'). namespace
     'default' is Metaflow's default (user:<you>); null searches all runs.
@@ -120,7 +120,7 @@ def list_runs(
 
 
 def run_summary(run: str) -> RunSummary:
-    """Status, timing and per-step task counts of one run, with its first failure.
+    """One run's status, timing, per-step task counts and first failure.
 
     Cost: the run, its steps, and the steps' outcome sets (one filtered
     query per step on a service) — flat in the number of tasks.

@@ -17,7 +17,7 @@ _LIVENESS_BUDGET = 50  # undecided tasks checked one by one while a run is still
 
 
 def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True) -> FailedTaskList:
-    """Every failed or crashed task of a run, with exception type, message and traceback tail.
+    """Failed and crashed tasks of a run, with exception and traceback tail.
 
     Outcomes come from attempt_ok metadata: tasks that failed and then
     succeeded on retry are listed as retried_ok (not failures); a task that
