@@ -58,7 +58,10 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
         order = {s: i for i, s in enumerate(steps)}
         candidates.sort(key=lambda c: (order.get(c[0], 0), task_order(c[1])))
         page = candidates[start : start + limit]
-        items = [_describe(backend, ps.flow, ps.run, step, task, kind) for step, task, kind in page]
+        items = [_describe(backend, ps.flow, ps.run, step, task, kind, status) for step, task, kind in page]
+        for item, (_, _, kind) in zip(items, page):
+            if item.status != kind:  # an earlier attempt failed, the latest one crashed
+                candidates[candidates.index((item.step, item.task_id, kind))] = (item.step, item.task_id, item.status)
         more = start + limit < len(candidates)
         return FailedTaskList(
             run=f"{ps.flow}/{ps.run}",
@@ -74,10 +77,14 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
         )
 
 
-def _describe(backend: Backend, flow: str, run: str, step: str, task: str, kind: str) -> FailedTask:
+def _describe(backend: Backend, flow: str, run: str, step: str, task: str, kind: str, run_status: str) -> FailedTask:
     detail = backend.task_detail(flow, run, step, task)
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
+    if kind == "failed" and attempts and attempts[-1].ok is None:
+        # The latest attempt never recorded an outcome: crashed if it is over, else a retry is running.
+        if run_status != "running" or backend.attempt_ended(flow, run, step, task, latest)[0]:
+            kind = "crashed"
     bad = [a.attempt for a in attempts if a.ok is False or (a.ok is None and (kind == "crashed" or a.attempt != latest))]
     return_code = None
     if kind == "crashed":

@@ -269,3 +269,20 @@ def test_latest_failed_runs_bounded(double, s3_server, monkeypatch, mode):
         # one listing plus one end-step check per run examined, never more than the budget
         assert got.cost.metadata_requests <= 1 + got.scanned
         assert got.scanned <= 300
+
+
+def test_crash_after_a_failed_attempt_is_crashed(double, s3_server, monkeypatch):
+    """Attempt 0 raised, the retry died without an outcome: the task is crashed, not failed."""
+    real_clock = double.store.clock
+    double.store.clock = lambda: real_clock() - 3600  # an old run: its heartbeat is stale
+    try:
+        run = "SynthRetryCrash/" + register_wide_run(double.url, "SynthRetryCrash", 4, failed={0}, failed_then_crashed={2})
+    finally:
+        double.store.clock = real_clock
+    monkeypatch.setenv("METAFLOW_DEFAULT_METADATA", "service")
+    monkeypatch.setenv("METAFLOW_SERVICE_URL", double.url)
+    monkeypatch.setenv("METAFLOW_DEFAULT_DATASTORE", "s3")
+    reset_backends()
+    got = ma.failed_tasks(run)
+    assert sorted((t.status, t.attempts, t.failed_attempts) for t in got.failed) == [("crashed", 2, [0, 1]), ("failed", 2, [0, 1])]
+    assert (got.total_failed, got.total_crashed) == (1, 1)

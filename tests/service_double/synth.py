@@ -69,7 +69,8 @@ def register_task(p: ServiceMetadataProvider, run: str, step: str, outcomes: lis
 
 
 def register_wide_run(url: str, flow: str, width: int, failed: set[int] = frozenset(), retried_ok: set[int] = frozenset(),
-                      crashed: set[int] = frozenset(), tags: list[str] | None = None) -> str:
+                      crashed: set[int] = frozenset(), failed_then_crashed: set[int] = frozenset(),
+                      tags: list[str] | None = None) -> str:
     """start → a foreach `work` of `width` tasks; no join/end (the runtime stopped, like WideFlow)."""
     with provider(url, flow) as p:
         run = str(p.new_run_id(tags=tags or [], sys_tags=_sys_tags(p)))
@@ -82,6 +83,8 @@ def register_wide_run(url: str, flow: str, width: int, failed: set[int] = frozen
                 outcomes = [False, True]
             elif i in crashed:
                 outcomes = [None]
+            elif i in failed_then_crashed:
+                outcomes = [False, None]
             else:
                 outcomes = [True]
             register_task(p, run, "work", outcomes)
