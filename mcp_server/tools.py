@@ -45,7 +45,8 @@ def error_text(exc: BaseException) -> str:
     else:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         text = f"internal error ({type(exc).__name__}{': ' + first if first else ''}); retry, or report it if it persists"
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return text if len(text) <= 2000 else text[:1985] + "…[cut]"  # messages echo user input
 
 
 def error_result(exc: BaseException) -> CallToolResult:

@@ -12,7 +12,7 @@ from . import _limits
 from ._backend import get_backend
 from ._blobs import data_index, load_blob
 from ._cost import metered
-from ._errors import BadInput, NotFound
+from ._errors import BackendError, BadInput, NotFound
 from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec, parse_time
 from ._models import ArtifactHit, ArtifactInfo, ArtifactList, ArtifactPreview, ArtifactSearch
 from ._result import clip, cost_of
@@ -141,14 +141,26 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         encoding = info.get("encoding", "pickle-v4")
         if not str(encoding).startswith("pickle"):
             raise BadInput(f"artifact {name!r} has encoding {encoding!r}, which this preview cannot decode", hint="load it with the Metaflow Client API")
-        value = pickle.load(io.BytesIO(raw))
-        text = repr(value)
+        try:
+            value = pickle.load(io.BytesIO(raw))
+        except (ImportError, AttributeError) as exc:
+            raise BackendError(
+                f"artifact {name!r} needs code that is not importable here: {exc}",
+                hint="install the flow's dependencies where this runs, or use list_artifacts for its size and type",
+            ) from None
+        except Exception as exc:
+            raise BackendError(f"artifact {name!r} could not be unpickled: {type(exc).__name__}: {exc}", hint="use list_artifacts for its size and type") from None
+        try:
+            text = repr(value)
+            summary = _summary(value)
+        except Exception as exc:
+            text, summary = f"<repr failed: {type(exc).__name__}>", {"python_type": f"{type(value).__module__}.{type(value).__qualname__}"}
         return ArtifactPreview(
             task=str(ps),
             name=name,
             type=clean_type(info.get("type")),
             size=size,
-            summary=_summary(value),
+            summary=summary,
             repr=clip(text, chars) or "",
             truncated=len(text) > chars,
             cost=cost_of(meter),
@@ -180,6 +192,11 @@ def search_artifacts(
         if not isinstance(name, str) or not name:
             raise BadInput("name is required", hint="pass an artifact name or glob, e.g. name='model*'")
         runs = check_limit("runs", runs, low=1, high=_limits.cap("search_runs"))
+        for label, size in (("min_size", min_size), ("max_size", max_size)):
+            if size is not None:
+                check_limit(label, size, low=0, high=1 << 50)
+        if type is not None and (not isinstance(type, str) or not type):
+            raise BadInput(f"type={type!r} must be a non-empty string", hint="e.g. type='ndarray' or type='pandas.DataFrame'")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("search_hits"))
         budget = _limits.default("search_tasks_budget")
         state = decode_cursor(cursor, "search_artifacts")

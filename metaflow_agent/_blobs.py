@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
+import zlib
 import io
 import json
 import pickle
 from typing import Any
 
-from ._errors import NotFound, TooLarge
+from ._errors import BackendError, NotFound, TooLarge
 from .backends.base import Backend
 
 
@@ -40,7 +40,19 @@ def load_blob(backend: Backend, flow: str, sha: str, *, max_bytes: int) -> bytes
     if size > max_bytes:
         raise TooLarge(f"artifact blob is {size} bytes, over the {max_bytes}-byte cap", hint="raise max_bytes or use list_artifacts for its size and type")
     data = backend.store.read(rel)
-    return data if raw_flag else gzip.decompress(data)
+    return data if raw_flag else _gunzip(data, max_bytes, sha)
+
+
+def _gunzip(data: bytes, cap: int, sha: str) -> bytes:
+    """Decompress, refusing to produce more than cap bytes (a small blob can expand a lot)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        raise BackendError(f"artifact blob {sha} is not valid gzip: {exc}", hint="the datastore object may be corrupt") from None
+    if len(out) > cap:
+        raise TooLarge(f"artifact {sha} expands to more than {cap} bytes", hint="raise max_bytes to load it")
+    return out
 
 
 class _ExceptionOnly(pickle.Unpickler):
@@ -62,7 +74,7 @@ def task_exception(backend: Backend, flow: str, run: str, step: str, task: str, 
         if not sha:
             return None
         obj = _ExceptionOnly(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
-    except (NotFound, TooLarge, pickle.UnpicklingError, EOFError, OSError, ValueError):
+    except (NotFound, TooLarge, BackendError, pickle.UnpicklingError, EOFError, OSError, ValueError):
         return None
     state = getattr(obj, "__dict__", {}) or {}
     if not state.get("type"):

@@ -7,6 +7,7 @@ nothing may leave the root. Every read records its bytes in the active meter.
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -105,6 +106,10 @@ class LocalDatastore(Datastore):
         return names
 
 
+_client_lock = threading.Lock()
+_MAX_LIST_PAGES = 20
+
+
 class S3Datastore(Datastore):
     """S3 (or an S3-compatible server) through boto3, with ranged GETs."""
 
@@ -120,16 +125,21 @@ class S3Datastore(Datastore):
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            try:
-                import boto3
-            except ImportError:
-                raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
-            from metaflow.metaflow_config import S3_ENDPOINT_URL
+        with _client_lock:  # boto3's default session is not safe to share across threads
+            if self._client is None:
+                try:
+                    import boto3
+                except ImportError:
+                    raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
+                from metaflow.metaflow_config import S3_ENDPOINT_URL
 
-            endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or S3_ENDPOINT_URL
-            self._client = boto3.client("s3", endpoint_url=endpoint or None)
-        return self._client
+                endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or S3_ENDPOINT_URL
+                self._client = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
+            return self._client
+
+    @staticmethod
+    def _unavailable(action: str, rel: str, exc: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(f"S3 {action} of {rel} failed: {type(exc).__name__}: {exc}", hint="check S3 credentials, the bucket and METAFLOW_S3_ENDPOINT_URL")
 
     def _key(self, rel: str) -> str:
         rel = self._check(rel)
@@ -142,13 +152,16 @@ class S3Datastore(Datastore):
         try:
             resp = self.client.get_object(**kwargs)
         except Exception as exc:  # botocore errors: map, don't leak
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            code = _s3_code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"{rel} is not in the datastore", hint="check the pathspec and attempt") from None
             if code == "InvalidRange":
                 return b"", 0
-            raise ServiceUnavailable(f"S3 read of {rel} failed: {exc}", hint="check S3 credentials and METAFLOW_S3_ENDPOINT_URL") from None
-        data = resp["Body"].read()
+            raise self._unavailable("read", rel, exc) from None
+        try:
+            data = resp["Body"].read()
+        except Exception as exc:
+            raise self._unavailable("read", rel, exc) from None
         total = int(resp.get("ContentRange", "/0").rsplit("/", 1)[-1] or 0) if rng else len(data)
         current_meter().add_read(rel, len(data))
         return data, total
@@ -156,8 +169,11 @@ class S3Datastore(Datastore):
     def size(self, rel: str) -> int | None:
         try:
             resp = self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
-        except Exception:
-            return None
+        except Exception as exc:
+            current_meter().add_read(rel, 0)
+            if _s3_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._unavailable("HEAD", rel, exc) from None
         current_meter().add_read(rel, 0)
         return int(resp["ContentLength"])
 
@@ -177,11 +193,23 @@ class S3Datastore(Datastore):
 
     def list(self, rel_dir: str) -> list[str]:
         prefix = self._key(rel_dir) + "/"
-        try:
-            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-        except Exception as exc:
-            raise ServiceUnavailable(f"S3 list of {rel_dir} failed: {exc}", hint="check S3 credentials") from None
-        current_meter().add_read(rel_dir + "/", 0)
-        names = [o["Key"][len(prefix):] for o in resp.get("Contents", [])]
-        names += [p["Prefix"][len(prefix):].rstrip("/") for p in resp.get("CommonPrefixes", [])]
+        names: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+        for _ in range(_MAX_LIST_PAGES):  # a task folder holds a few dozen keys; bounded anyway
+            try:
+                resp = self.client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                raise self._unavailable("list", rel_dir, exc) from None
+            current_meter().add_read(rel_dir + "/", 0)
+            names += [o["Key"][len(prefix):] for o in resp.get("Contents", [])]
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in resp.get("CommonPrefixes", [])]
+            if not resp.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
         return names
+
+
+def _s3_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""

@@ -87,13 +87,17 @@ def parse_time(value: Any, name: str, *, now: datetime | None = None) -> int | N
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return int(dt.timestamp() * 1000)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value * 1000) if value < 1e11 else int(value)
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value * 1000) if value < 1e11 else int(value)
+        if isinstance(value, str):
+            m = _RELATIVE.match(value)
+            if m:
+                delta = timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+                return int((now - delta).timestamp() * 1000)
+    except (OverflowError, ValueError):
+        raise BadTime(f"{name}={value!r} is out of range", hint=f"pass {name} within a few years of now, e.g. '7d'") from None
     if isinstance(value, str):
-        m = _RELATIVE.match(value)
-        if m:
-            delta = timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-            return int((now - delta).timestamp() * 1000)
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
@@ -124,6 +128,8 @@ def decode_cursor(cursor: str | None, kind: str) -> dict[str, Any] | None:
     """Decode a cursor from encode_cursor; BadCursor when foreign or corrupt."""
     if cursor is None:
         return None
+    if not isinstance(cursor, str):
+        raise BadCursor(f"cursor must be a string, got {type(cursor).__name__}", hint=f"pass the next_cursor returned by {kind}")
     try:
         pad = "=" * (-len(cursor) % 4)
         state = json.loads(base64.urlsafe_b64decode(cursor + pad))

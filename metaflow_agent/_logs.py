@@ -28,13 +28,18 @@ class _Line:
     n: int | None = None
 
 
-def _parse(raw: bytes, line_chars: int) -> _Line:
+def _parse(raw: bytes, line_chars: int | None) -> _Line:
+    """Strip the mflog prefix; cut the text to line_chars (None: keep it whole, for matching)."""
     m = _MFLOG.match(raw)
     ts, body = (m.group(1), m.group(2)) if m else (b"", raw)
     text = body.decode("utf-8", "replace").rstrip("\r")
-    if len(text) > line_chars:
-        text = text[:line_chars] + f"…[+{len(text) - line_chars} chars]"
-    return _Line(ts, text)
+    return _Line(ts, _cut(text, line_chars))
+
+
+def _cut(text: str, line_chars: int | None) -> str:
+    if line_chars is not None and len(text) > line_chars:
+        return text[:line_chars] + f"…[+{len(text) - line_chars} chars]"
+    return text
 
 
 def _log_files(backend: Backend, base: str, stream: str, attempt: int) -> list[tuple[str, int]]:
@@ -194,9 +199,9 @@ def _grep(backend: Backend, files: list[tuple[str, int]], pattern: re.Pattern[st
                 pieces.pop()
             for raw in pieces:
                 lineno += 1
-                ln = _parse(raw, line_chars)
-                ln.n = lineno
-                if pattern.search(ln.text):
+                ln = _parse(raw, None)  # match on the whole line, return it cut
+                ln.n, hit, ln.text = lineno, bool(pattern.search(ln.text)), _cut(ln.text, line_chars)
+                if hit:
                     if matches >= max_matches:
                         truncated = True
                         notes.append(f"more than max_matches={max_matches} matches; raise it or narrow the pattern")
@@ -211,11 +216,6 @@ def _grep(backend: Backend, files: list[tuple[str, int]], pattern: re.Pattern[st
                     after_left -= 1
                 elif context:
                     before = (before + [ln])[-context:]
-        if carry:
-            lineno += 1
-            ln = _parse(carry, line_chars)
-            if pattern.search(ln.text) and matches < max_matches:
-                out.append(LogLine(n=lineno, text=ln.text, match=True))
         if len(files) > 1:
             notes.append(f"{rel.rsplit('/', 1)[-1]}: line numbers are per file")
     return out, read, truncated, notes

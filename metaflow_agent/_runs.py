@@ -8,7 +8,7 @@ from typing import Iterable
 from . import _limits
 from ._backend import get_backend
 from ._cost import metered
-from ._errors import BadInput
+from ._errors import BadCursor, BadInput
 from ._inputs import check_limit, decode_cursor, encode_cursor, iso, parse_pathspec, parse_time
 from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
 from ._outcomes import classify_run, first_failure
@@ -66,22 +66,23 @@ def list_runs(
         if status is not None and status not in _STATUSES:
             raise BadInput(f"status={status!r} is not a run status", hint="use one of running, completed, failed, or omit it")
         ns = resolve_namespace(namespace)
-        query = RunQuery(
-            status=status,
-            since_ms=parse_time(since, "since"),
-            until_ms=parse_time(until, "until"),
-            tags_any=_tags(tags_any, "tags_any"),
-            tags_all=_tags(tags_all, "tags_all") + ((ns,) if ns else ()),
-            user=user,
-        )
-        fingerprint = hashlib.sha1(repr((fl, query)).encode()).hexdigest()[:12]
+        tags = (_tags(tags_any, "tags_any"), _tags(tags_all, "tags_all") + ((ns,) if ns else ()))
+        # The fingerprint covers the arguments as given; relative times ('7d') are
+        # resolved once, on the first page, and carried in the cursor.
+        fingerprint = hashlib.sha1(repr((fl, status, since, until, tags, user)).encode()).hexdigest()[:12]
         state = decode_cursor(cursor, "list_runs")
         after, server_cursor = None, None
+        window = (parse_time(since, "since"), parse_time(until, "until"))
         if state is not None:
             if state.get("q") != fingerprint:
                 raise BadInput("cursor belongs to a different list_runs query", hint="repeat the same filters with this cursor, or drop the cursor")
-            after = (int(state["ts"]), str(state["id"]))
+            try:
+                after = (int(state["ts"]), str(state["id"]))
+                window = (state.get("since"), state.get("until"))
+            except (KeyError, TypeError, ValueError):
+                raise BadCursor("list_runs cursor is incomplete", hint="pass the next_cursor of the previous list_runs call, or drop it") from None
             server_cursor = state.get("srv")
+        query = RunQuery(status=status, since_ms=window[0], until_ms=window[1], tags_any=tags[0], tags_all=tags[1], user=user)
         backend = get_backend()
         scan = backend.scan_runs(fl, query, limit, after, _limits.default("run_status_budget"), server_cursor)
         runs = [
@@ -100,7 +101,7 @@ def list_runs(
             last = scan.runs[-1] if scan.runs else None
             key = scan.resume_after if not scan.complete and scan.resume_after else ((last.ts_ms, last.run_id) if last else after)
             if key is not None:
-                state = {"q": fingerprint, "ts": key[0], "id": key[1]}
+                state = {"q": fingerprint, "ts": key[0], "id": key[1], "since": query.since_ms, "until": query.until_ms}
                 if scan.server_cursor:
                     state["srv"] = scan.server_cursor
                 next_cursor = encode_cursor("list_runs", state)

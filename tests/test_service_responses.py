@@ -298,3 +298,23 @@ def test_latest_failed_runs_sequences(on_double):
     assert all(p.endswith("/steps/end/filtered_tasks?metadata_field_name=attempt_ok&pattern=True") for p in sent_release[1:])
     assert len(sent_release) == 1 + release.scanned <= 1 + 300
     assert [r.run_id for r in release.runs] == [r.run_id for r in master.runs]
+
+
+@pytest.mark.parametrize("mode", ["master", "release"])
+def test_provider_bulk_routes_are_bounded(on_double, mode):
+    """The provider's run-level routes: the captured counts, cut to the limit and said so."""
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import AgentMetadataProvider
+
+    double = on_double
+    double.mode = mode
+    q = AgentMetadataProvider.agent_queries(double.url)
+    with metered():
+        rows, complete = q.run_metadata("WideFlow", "2")
+    assert (len(rows), complete) == (217, True)  # run-meta-wide-2
+    with metered():
+        rows, complete = q.artifacts("WideFlow", "2", limit=100)
+    assert (len(rows), complete) == (100, False)  # 241 exist (run-artifacts-wide-2)
+    with metered() as meter:
+        rows, complete = q.artifacts("WideFlow", "2", "work", "6")
+    assert (len(rows), complete) == (21, True)
+    assert meter.metadata_requests == 1

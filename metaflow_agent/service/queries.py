@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from .._cost import current_meter
-from .._errors import NotFound
+from .._errors import BackendError, NotFound, ServiceProtocolError
 from ..backends.base import HEARTBEAT_TIMEOUT_S, RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
 from ..backends.local import detail_from_rows, run_sort_key
 from .capabilities import ServiceCaps, detect
@@ -23,10 +23,26 @@ from .transport import Reply, ServiceTransport, encode_query
 Ended = Callable[[str, str, str, str], bool]
 MAX_PAGE = 500  # master's cap on _limit
 MAX_PAGES = 200  # safety bound on cursor following
+FALLBACK_TASKS = 200  # per-task metadata scans allowed without filtered_tasks
 
 
 def _ids(body: Any, key: str) -> list[str]:
     return [str(row[key]) for row in body or [] if isinstance(row, dict) and key in row]
+
+
+def rows_of(reply: Reply, what: str) -> list[Any]:
+    """A list body, or ServiceProtocolError when the service sent something else."""
+    if reply.body is None:
+        return []
+    if not isinstance(reply.body, list):
+        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected a list", hint="the service or a proxy in front of it is misbehaving")
+    return reply.body
+
+
+def object_of(reply: Reply, what: str) -> dict[str, Any]:
+    if not isinstance(reply.body, dict):
+        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected an object", hint="the service or a proxy in front of it is misbehaving")
+    return reply.body
 
 
 class ServiceQueries:
@@ -54,7 +70,7 @@ class ServiceQueries:
         params = dict(params)
         for _ in range(MAX_PAGES):
             reply = self._get(path, params)
-            page = reply.body or []
+            page = rows_of(reply, path)
             rows += page
             headers = {k.lower(): v for k, v in reply.headers.items()}
             nxt = headers.get("x-next-cursor")
@@ -94,7 +110,7 @@ class ServiceQueries:
         if reply.status == 404:
             self.check_flow(flow)
             raise NotFound(f"run {flow}/{run_id} not found", hint=f"list_runs(flow='{flow}') shows recent runs")
-        return self._record(flow, reply.body)
+        return self._record(flow, object_of(reply, f"run {flow}/{run_id}"))
 
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
                   server_cursor: str | None = None, ended: Ended | None = None) -> RunScan:
@@ -134,7 +150,7 @@ class ServiceQueries:
             params["_cursor"] = server_cursor
         for _ in range(MAX_PAGES):
             reply = self._get(path, params)
-            rows = reply.body or []
+            rows = rows_of(reply, path)
             nxt = {k.lower(): v for k, v in reply.headers.items()}.get("x-next-cursor")
             for i, row in enumerate(rows):
                 rec = self._record(flow, row)
@@ -165,7 +181,7 @@ class ServiceQueries:
 
     def _scan_runs_client(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
                           ended: Ended | None) -> RunScan:
-        rows = self._get(f"/flows/{flow}/runs").body or []
+        rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}")
         records = sorted((self._record(flow, r) for r in rows), key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
         scan = RunScan(runs=[], more=False, notes=[f"service does not filter: listed all {len(records)} runs once, filtered client-side"])
         checks = 0
@@ -213,14 +229,14 @@ class ServiceQueries:
 
     # --- steps and tasks -------------------------------------------------------------
     def list_steps(self, flow: str, run_id: str) -> list[str]:
-        rows = self._get(f"/flows/{flow}/runs/{run_id}/steps").body or []
+        rows = rows_of(self._get(f"/flows/{flow}/runs/{run_id}/steps"), f"steps of {flow}/{run_id}")
         if not rows:
             self.get_run(flow, run_id)
         rows = sorted((r for r in rows if r.get("step_name") != "_parameters"), key=lambda r: (r.get("ts_epoch") or 0, r.get("step_name")))
         return [r["step_name"] for r in rows]
 
     def list_tasks(self, flow: str, run_id: str, step: str) -> list[str]:
-        return _ids(self._get(f"/flows/{flow}/runs/{run_id}/steps/{step}/tasks").body, "task_id")
+        return _ids(rows_of(self._get(f"/flows/{flow}/runs/{run_id}/steps/{step}/tasks"), f"tasks of {step}"), "task_id")
 
     def filtered_tasks(self, flow: str, run_id: str, step: str, field: str, pattern: str) -> set[str]:
         """Task ids of a step whose metadata `field` matches `pattern` (one request)."""
@@ -229,15 +245,21 @@ class ServiceQueries:
             reply = self._get(path, {"metadata_field_name": field, "pattern": pattern}, ok404=True)
             if reply.status != 404 or isinstance(reply.body, dict):
                 self.caps.filtered_tasks = True
-                return {str(p).rsplit("/", 1)[-1] for p in reply.body or []} if reply.status != 404 else set()
+                return {str(p).rsplit("/", 1)[-1] for p in rows_of(reply, path)} if reply.status != 404 else set()
             self.caps.filtered_tasks = False
             self.caps.notes.append("filtered_tasks route missing (service < 2.5.0): per-task metadata fallback")
         import re
 
         rx = re.compile(pattern)
+        tasks = self.list_tasks(flow, run_id, step)
+        if len(tasks) > FALLBACK_TASKS:
+            raise BackendError(
+                f"this metadata service has no filtered_tasks route (< 2.5.0) and step {step} has {len(tasks)} tasks",
+                hint=f"upgrade the service to 2.5.0 or later; without it, steps over {FALLBACK_TASKS} tasks are not scanned task by task",
+            )
         hits = set()
-        for task in self.list_tasks(flow, run_id, step):
-            rows = self._get(f"/flows/{flow}/runs/{run_id}/steps/{step}/tasks/{task}/metadata").body or []
+        for task in tasks:
+            rows = rows_of(self._get(f"/flows/{flow}/runs/{run_id}/steps/{step}/tasks/{task}/metadata"), "task metadata")
             if any(r.get("field_name") == field and rx.search(str(r.get("value"))) for r in rows):
                 hits.add(task)
         return hits
@@ -275,23 +297,26 @@ class ServiceQueries:
             detail.foreach_index = detail.foreach_index.strip("{}[]'\"") or None
         return detail
 
-    def artifacts(self, flow: str, run_id: str, step: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-        """Artifact records of a task, a step or a whole run (one listing; cursors followed on master)."""
+    def artifacts(self, flow: str, run_id: str, step: str | None = None, task: str | None = None,
+                  *, limit: int = 5000) -> tuple[list[dict[str, Any]], bool]:
+        """Artifact records of a task, a step or a whole run: (at most `limit` rows, complete).
+
+        Master pages with cursors as far as the limit needs; 2.5.1 sends the whole
+        list in one response, which is then cut to the limit."""
         path = f"/flows/{flow}/runs/{run_id}"
         if step:
             path += f"/steps/{step}"
         if task:
             path += f"/tasks/{task}"
-        path += "/artifacts"
-        if self.caps.cursors:
-            rows, _ = self._pages(path, {"_limit": MAX_PAGE}, want=1 << 30)
-            return rows
-        return self._get(path).body or []
+        return self._bounded(path + "/artifacts", limit)
 
-    def run_metadata(self, flow: str, run_id: str) -> list[dict[str, Any]]:
-        """Every metadata row of every task of a run (run-level route; cursors followed)."""
-        path = f"/flows/{flow}/runs/{run_id}/metadata"
+    def run_metadata(self, flow: str, run_id: str, *, limit: int = 20000) -> tuple[list[dict[str, Any]], bool]:
+        """Metadata rows of every task of a run, from the run-level route: (rows, complete)."""
+        return self._bounded(f"/flows/{flow}/runs/{run_id}/metadata", limit)
+
+    def _bounded(self, path: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
         if self.caps.cursors:
-            rows, _ = self._pages(path, {"_limit": MAX_PAGE}, want=1 << 30)
-            return rows
-        return self._get(path).body or []
+            rows, more = self._pages(path, {"_limit": min(limit, MAX_PAGE)}, want=limit)
+        else:
+            rows, more = rows_of(self._get(path), path), False
+        return rows[:limit], not more and len(rows) <= limit

@@ -88,8 +88,13 @@ class ServiceTransport:
         for attempt in range(len(BACKOFF_S) + 1):
             try:
                 resp = self.session.get(url, headers=self.headers, timeout=TIMEOUT_S)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = exc
+            except requests.RequestException as exc:
+                raise ServiceProtocolError(
+                    f"request to the metadata service failed: {type(exc).__name__}: {exc}",
+                    hint="check METAFLOW_SERVICE_URL and any proxy in front of the service",
+                ) from None
             else:
                 if resp.status_code not in RETRY_STATUSES:
                     return self._reply(resp, path, ok404)
@@ -118,11 +123,16 @@ class ServiceTransport:
                 return Reply(404, headers, body)
             raise NotFound(f"{path} not found on the metadata service", hint="check the pathspec")
         if resp.status_code == 400:
-            raise BadInput(f"metadata service rejected {path}: {body}", hint="check the filter values")
+            raise BadInput(f"metadata service rejected {path}: {str(body)[:300]}", hint="check the filter values")
+        if resp.status_code in (401, 403):
+            raise ServiceUnavailable(
+                f"metadata service refused access ({resp.status_code}) to {path}",
+                hint="check METAFLOW_SERVICE_AUTH_KEY / METAFLOW_SERVICE_HEADERS credentials",
+            )
         if resp.status_code >= 300:
             detail = body.get("detail") if isinstance(body, dict) else None
             raise ServiceUnavailable(
-                f"metadata service error {resp.status_code} for {path}" + (f": {detail}" if detail else ""),
+                f"metadata service error {resp.status_code} for {path}" + (f": {str(detail)[:300]}" if detail else ""),
                 hint="retry later; if it persists, check the service logs",
             )
         return Reply(resp.status_code, headers, body)

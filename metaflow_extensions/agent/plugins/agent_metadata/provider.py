@@ -53,11 +53,11 @@ class AgentMetadataProvider(ServiceMetadataProvider):
         return cls.agent_queries().task_detail(flow, run_id, step, task)
 
     @classmethod
-    def artifact_records(cls, flow: str, run_id: str, step: str | None = None, task: str | None = None) -> Any:
-        """Artifact records of a task, a step or a run."""
-        return cls.agent_queries().artifacts(flow, run_id, step, task)
+    def artifact_records(cls, flow: str, run_id: str, step: str | None = None, task: str | None = None, limit: int = 5000) -> Any:
+        """Artifact records of a task, a step or a run: (at most `limit` rows, complete)."""
+        return cls.agent_queries().artifacts(flow, run_id, step, task, limit=limit)
 
     @classmethod
-    def run_task_metadata(cls, flow: str, run_id: str) -> Any:
-        """All metadata rows of all tasks of a run, in one route."""
-        return cls.agent_queries().run_metadata(flow, run_id)
+    def run_task_metadata(cls, flow: str, run_id: str, limit: int = 20000) -> Any:
+        """Metadata rows of all tasks of a run, from the run-level route: (rows, complete)."""
+        return cls.agent_queries().run_metadata(flow, run_id, limit=limit)
