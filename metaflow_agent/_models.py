@@ -63,6 +63,7 @@ class StepSummary(_Model):
     completed: int = Field(description="Tasks whose latest attempt succeeded (retried ones included).")
     failed: int = Field(description="Tasks whose latest attempt failed.")
     running: int = Field(description="Tasks still running.")
+    retrying: int = Field(description="Tasks whose latest attempt failed and that will be retried.")
     crashed: int = Field(description="Tasks that died without recording an outcome.")
     retried_ok: int = Field(description="Tasks that failed an attempt and then succeeded on retry (counted in completed).")
 
@@ -86,8 +87,9 @@ class FailedTask(_Model):
     pathspec: str = Field(description="Task pathspec 'Flow/Run/step/task'.")
     step: str = Field(description="Step name.")
     task_id: str = Field(description="Task id.")
-    status: Literal["failed", "crashed", "retried_ok"] = Field(
-        description="failed: latest attempt raised; crashed: died without recording an outcome; "
+    status: Literal["failed", "crashed", "retrying", "retried_ok"] = Field(
+        description="failed: the latest attempt raised and no retry is left; crashed: died without recording an outcome; "
+        "retrying: an attempt failed and a retry is pending or running; "
         "retried_ok: an attempt failed but a retry succeeded (not a failure)."
     )
     attempts: int = Field(description="Number of attempts made.")
@@ -104,6 +106,7 @@ class FailedTaskList(Page):
     failed: list[FailedTask] = Field(description="Failed and crashed tasks (and retried_ok ones, which are not failures), in task order.")
     total_failed: int = Field(description="Tasks whose final outcome is failed.")
     total_crashed: int = Field(description="Tasks that crashed.")
+    total_retrying: int = Field(default=0, description="Tasks that failed an attempt and are being retried.")
     total_retried_ok: int = Field(description="Tasks that failed an attempt and then succeeded.")
 
 

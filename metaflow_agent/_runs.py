@@ -11,7 +11,7 @@ from ._cost import metered
 from ._errors import BadCursor, BadInput
 from ._inputs import check_limit, decode_cursor, encode_cursor, iso, parse_pathspec, parse_time
 from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
-from ._outcomes import classify_run, first_failure
+from ._outcomes import assess, first_failure
 from ._result import cost_of
 from .backends.base import RunQuery
 
@@ -123,21 +123,18 @@ def list_runs(
 def run_summary(run: str) -> RunSummary:
     """One run's status, timing, per-step task counts and first failure.
 
-    Cost: the run, its steps, and the steps' outcome sets (one filtered
-    query per step on a service) — flat in the number of tasks.
+    Cost: the run, its steps, and the steps' outcome sets (filtered queries
+    per step on a service), plus one lookup per unsettled task (failed or
+    unfinished, at most 50) — flat in the number of tasks.
     """
     with metered() as meter:
         ps = parse_pathspec(run, "run")
         backend = get_backend()
         rec = backend.get_run(ps.flow, ps.run)
-        status, finished = backend.run_status(rec)
-        steps = backend.list_steps(ps.flow, ps.run)
-        outcomes = backend.step_outcomes(ps.flow, ps.run, steps)
-        summaries = []
-        for so in outcomes:
-            counts = classify_run(so, status)
-            summaries.append(StepSummary(step=so.step, **counts))
-        brief: FailureBrief | None = first_failure(backend, ps.flow, ps.run, outcomes, status)
+        a = assess(backend, rec)
+        status, finished = a.status, a.finished_ms
+        summaries = [StepSummary(step=so.step, **a.counts(so)) for so in a.outcomes]
+        brief: FailureBrief | None = first_failure(backend, rec, a)
         duration = round((finished - rec.ts_ms) / 1000, 3) if finished else None
         return RunSummary(
             pathspec=f"{ps.flow}/{ps.run}",
@@ -149,6 +146,6 @@ def run_summary(run: str) -> RunSummary:
             tags=sorted(rec.tags),
             steps=summaries,
             first_failure=brief,
-            notes=[f"backend: {backend.kind}"],
+            notes=[f"backend: {backend.kind}"] + a.notes,
             cost=cost_of(meter),
         )

@@ -248,6 +248,7 @@ def _expected_steps(outcomes: dict) -> dict[str, dict[str, int]]:
             "completed": sum(o.outcome == "completed" for o in vals),
             "failed": sum(o.outcome == "failed" for o in vals),
             "running": 0,
+            "retrying": 0,  # every run here is over
             "crashed": sum(o.outcome == "crashed" for o in vals),
             "retried_ok": sum(o.outcome == "completed" and bool(o.failed_attempts) for o in vals),
         }

@@ -57,13 +57,22 @@ def sent(rsps: responses.RequestsMock) -> list[str]:
     return [c.request.method + " " + c.request.url.replace(URL, "") for c in rsps.calls]
 
 
+def widened(capture: Capture) -> Capture:
+    """The same exchange asked as status:eq=running,failed. The data set has no running
+    run (`synth-runs-status-running` is []), so master's answer is the captured one."""
+    from dataclasses import replace
+
+    return replace(capture, query={**capture.query, "status:eq": "running,failed"})
+
+
 @pytest.mark.parametrize("generation", ["master"])
 def test_failed_runs_master_two_requests(service_env, generation):
     caps = load_captures(generation)
+    assert caps["synth-runs-status-running"].body == []
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         register(rsps, caps["flows-limit1"])
-        register(rsps, caps["synth-runs-status-failed"])
-        register(rsps, caps["synth-runs-status-failed-page2"])
+        register(rsps, widened(caps["synth-runs-status-failed"]))
+        register(rsps, widened(caps["synth-runs-status-failed-page2"]))
         page1 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
         assert page1.cost.metadata_requests == 2
         assert [r.status for r in page1.runs] == ["failed"] * 5
@@ -190,29 +199,6 @@ def test_missing_filtered_tasks_route_falls_back(service_env):
         assert get_backend().q.caps.filtered_tasks is False
 
 
-def test_queries_send_only_get(service_env):
-    """Every request a query sends is a GET (checked at the transport)."""
-    caps = load_captures("master")
-    seen = []
-    real_send = transport_mod.CountingAdapter.send
-
-    def spy(self, request, **kw):
-        seen.append(request.method)
-        return real_send(self, request, **kw)
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        for c in caps.values():
-            register(rsps, c)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(transport_mod.CountingAdapter, "send", spy)
-            ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
-            try:
-                ma.failed_tasks("WideFlow/2")
-            except ma.AgentError:
-                pass
-    assert seen and set(seen) == {"GET"}
-
-
 # --- exact sequences on the captured data set, served by the double --------------------------
 # (The double logs each request it receives; it is checked against every real capture.)
 
@@ -265,9 +251,8 @@ def test_failed_tasks_exact_sequence(on_double, mode):
     ]
     assert seen(double) == [
         f"GET {W}",
+        f"GET {W}/steps",  # no end step among them: no end-step check
         "GET /flows?_limit=1",  # capability probe, once per URL (on first need)
-        _ft("end", "attempt_ok", "True"),  # run status: no end step, stale heartbeat: failed
-        f"GET {W}/steps",
         _ft("start", "attempt_ok", "True"),
         _ft("start", "attempt_ok", "False"),
         _ft("start", "attempt", "."),
@@ -285,7 +270,8 @@ def test_latest_failed_runs_sequences(on_double):
     ma.capabilities()
     first = len(double.requests_seen)
     master = ma.list_runs("SynthFlow", status="failed", limit=10, namespace=None)
-    assert seen(double, first) == ["GET /flows/SynthFlow/runs?status:eq=failed&_limit=10"]
+    # "failed" also asks for master's "running" rows: a fresh run may have failed for good.
+    assert seen(double, first) == ["GET /flows/SynthFlow/runs?status:eq=running,failed&_limit=10"]
     from metaflow_agent._backend import reset_backends
 
     reset_backends()
@@ -318,3 +304,29 @@ def test_provider_bulk_routes_are_bounded(on_double, mode):
         rows, complete = q.artifacts("WideFlow", "2", "work", "6")
     assert (len(rows), complete) == (21, True)
     assert meter.metadata_requests == 1
+
+
+def test_queries_send_only_get(on_double, monkeypatch):
+    """Every request every query sends is a GET (checked at the transport), on both generations."""
+    seen_methods = []
+    real_send = transport_mod.CountingAdapter.send
+
+    def spy(self, request, **kw):
+        seen_methods.append(request.method)
+        return real_send(self, request, **kw)
+
+    monkeypatch.setattr(transport_mod.CountingAdapter, "send", spy)
+    double = on_double
+    from metaflow_agent._backend import reset_backends
+
+    for mode in ("master", "release"):
+        double.mode = mode
+        reset_backends()
+        ma.capabilities()
+        ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
+        ma.list_runs("HelloFlow", since="3650d", tags_all=["team:a"], namespace=None)
+        ma.run_summary("WideFlow/2")
+        ma.failed_tasks("WideFlow/2")
+        ma.run_summary("HelloFlow/14")
+        ma.compare_runs("HelloFlow/14", "HelloFlow/15")
+    assert len(seen_methods) > 20 and set(seen_methods) == {"GET"}

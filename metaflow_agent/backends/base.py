@@ -95,6 +95,8 @@ class Backend(ABC):
 
     kind: str
     store: Datastore
+    # True where a task's own activity is the only sign of life (no run heartbeat).
+    tasks_outlive_run: bool = False
 
     @abstractmethod
     def check_flow(self, flow: str) -> None:
@@ -110,9 +112,31 @@ class Backend(ABC):
     def get_run(self, flow: str, run_id: str) -> RunRecord:
         """One run; NotFound when absent."""
 
-    @abstractmethod
     def run_status(self, run: RunRecord) -> tuple[str, int | None]:
-        """(status, finished_ms) of a run, from the end step's attempt_ok and liveness."""
+        """(status, finished_ms): a cheap check first, the full assessment when it cannot tell."""
+        quick = self.quick_status(run)
+        if quick is not None:
+            return quick
+        from .._outcomes import assess
+
+        a = assess(self, run)
+        return a.status, a.finished_ms
+
+    @abstractmethod
+    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
+        """(status, finished_ms) when one cheap look settles it (end step succeeded; run long dead); else None."""
+
+    @abstractmethod
+    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
+        """Whether the run may still make progress (fresh heartbeat or recent activity)."""
+
+    @abstractmethod
+    def task_fresh(self, flow: str, run_id: str, step: str, task: str) -> bool:
+        """Whether an unfinished task shows recent life (heartbeat or file activity)."""
+
+    @abstractmethod
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
+        """When a run that is over last recorded anything."""
 
     @abstractmethod
     def list_steps(self, flow: str, run_id: str) -> list[str]:

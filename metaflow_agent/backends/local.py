@@ -53,6 +53,7 @@ def local_root() -> str | None:
 
 class LocalBackend(Backend):
     kind = "local"
+    tasks_outlive_run = True
 
     def __init__(self, root: str | None = None) -> None:
         root = root or local_root()
@@ -129,35 +130,27 @@ class LocalBackend(Backend):
         return scan
 
     # --- status ------------------------------------------------------------
-    def run_status(self, run: RunRecord) -> tuple[str, int | None]:
+    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
         base = f"{run.flow}/{run.run_id}"
         for task in self._dirs(f"{base}/end"):
             rows = self._meta_rows(f"{base}/end/{task}", {"attempt_ok"})
-            if rows:
-                latest = max(rows, key=lambda r: (_attempt_of(r), r.get("ts_epoch", 0)))
-                return ("completed" if latest["value"] == "True" else "failed"), latest.get("ts_epoch")
-        # No outcome at the end step: failed if a task failed or crashed for good,
-        # running while some task is alive or the run moved recently.
-        outcomes = self.step_outcomes(run.flow, run.run_id, self.list_steps(run.flow, run.run_id))
-        newest = max([run.ts_ms] + [so.newest_ms for so in outcomes])
-        alive = False
-        for so in outcomes:
-            for task in sorted(so.failed - so.ok):
-                last = self.task_detail(run.flow, run.run_id, so.step, task).attempts[-1]
-                if last.ok is False:
-                    return "failed", newest
-            for task in sorted(so.started - so.ok - so.failed):
-                detail = self.task_detail(run.flow, run.run_id, so.step, task)
-                if self.attempt_ended(run.flow, run.run_id, so.step, task, detail.attempts[-1].attempt)[0]:
-                    return "failed", newest
-                alive = alive or self._fresh(f"{base}/{so.step}/{task}")
-        if alive or (time.time() * 1000 - newest) < HEARTBEAT_TIMEOUT_S * 1000:
-            return "running", None
-        return "failed", newest
+            ok = [r for r in rows if r.get("value") == "True"]
+            if ok:
+                return "completed", max(int(r.get("ts_epoch") or 0) for r in ok)
+        return None
 
-    def _fresh(self, task_rel: str) -> bool:
-        newest = max([self.store.mtime(f"{task_rel}/{n}") or 0.0 for n in self.store.list(task_rel)] or [0.0])
+    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
+        # Local runs have no heartbeat: recent outcomes stand in for it.
+        newest = max([run.ts_ms] + [so.newest_ms for so in outcomes])
+        return time.time() * 1000 - newest < HEARTBEAT_TIMEOUT_S * 1000
+
+    def task_fresh(self, flow: str, run_id: str, step: str, task: str) -> bool:
+        rel = f"{flow}/{run_id}/{step}/{task}"
+        newest = max([self.store.mtime(f"{rel}/{n}") or 0.0 for n in self.store.list(rel)] or [0.0])
         return time.time() - newest < HEARTBEAT_TIMEOUT_S
+
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
+        return max([run.ts_ms] + [so.newest_ms for so in outcomes])
 
     # --- steps and tasks ---------------------------------------------------
     def list_steps(self, flow: str, run_id: str) -> list[str]:

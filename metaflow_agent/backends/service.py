@@ -53,19 +53,22 @@ class ServiceBackend(Backend):
 
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
                   server_cursor: str | None = None) -> RunScan:
-        return self.q.scan_runs(flow, query, limit, after, budget, server_cursor, self._ended)
+        return self.q.scan_runs(flow, query, limit, after, budget, server_cursor, self.run_status)
 
     def get_run(self, flow: str, run_id: str) -> RunRecord:
         return self.q.get_run(flow, run_id)
 
-    def run_status(self, run: RunRecord) -> tuple[str, int | None]:
-        return self.q.run_status(run, self._ended)
+    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
+        return self.q.quick_status(run)
 
-    def _ended(self, flow: str, run_id: str, step: str, task: str) -> bool:
-        """The runtime recorded the latest attempt's exit (`<attempt>.runtime`)."""
-        names = self.store.list(f"{flow}/{run_id}/{step}/{task}")
-        attempts = [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
-        return bool(attempts) and f"{max(attempts)}.runtime" in names
+    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
+        return self.q._fresh(run.last_heartbeat_s)
+
+    def task_fresh(self, flow: str, run_id: str, step: str, task: str) -> bool:
+        return self.q._fresh(self.q.task_heartbeat(flow, run_id, step, task))
+
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
+        return int(run.last_heartbeat_s * 1000) if run.last_heartbeat_s else None
 
     def list_steps(self, flow: str, run_id: str) -> list[str]:
         return self.q.list_steps(flow, run_id)

@@ -20,7 +20,7 @@ from ..backends.local import detail_from_rows, run_sort_key
 from .capabilities import ServiceCaps, detect
 from .transport import Reply, ServiceTransport, encode_query
 
-Ended = Callable[[str, str, str, str], bool]
+StatusFn = Callable[[RunRecord], tuple[str, "int | None"]]
 MAX_PAGE = 500  # master's cap on _limit
 MAX_PAGES = 200  # safety bound on cursor following
 FALLBACK_TASKS = 200  # per-task metadata scans allowed without filtered_tasks
@@ -113,22 +113,26 @@ class ServiceQueries:
         return self._record(flow, object_of(reply, f"run {flow}/{run_id}"))
 
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                  server_cursor: str | None = None, ended: Ended | None = None) -> RunScan:
-        """`ended(flow, run, step, task)` tells whether an unfinished task's process exited."""
+                  server_cursor: str | None = None, status_fn: StatusFn | None = None) -> RunScan:
+        """`status_fn(run)` decides a run's (status, finished_ms) where the service did not."""
+        status_fn = status_fn or self.quick_or_heartbeat
         if self.caps.filters:
-            scan = self._scan_runs_server(flow, query, limit, after, server_cursor, ended)
+            scan = self._scan_runs_server(flow, query, limit, after, server_cursor, status_fn, budget)
         else:
-            scan = self._scan_runs_client(flow, query, limit, after, budget, ended)
+            scan = self._scan_runs_client(flow, query, limit, after, budget, status_fn)
         if not scan.runs and scan.scanned == 0:
             self.check_flow(flow)
         return scan
 
     def _scan_runs_server(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, server_cursor: str | None,
-                          ended: Ended | None) -> RunScan:
+                          status_fn: StatusFn, budget: int) -> RunScan:
+        # A status filter makes master attach its derived status to every row (all
+        # three values select every run). Master calls a run "running" until its
+        # heartbeat goes stale; a fresh run may already have failed for good, so
+        # "failed" also asks for running rows, and fresh rows are re-derived here.
+        wanted = {None: "running,completed,failed", "failed": "running,failed"}.get(q.status, q.status)
         params: dict[str, Any] = {
-            # A status filter makes master attach its derived status to every row;
-            # all three values select every run.
-            "status:eq": q.status or "running,completed,failed",
+            "status:eq": wanted,
             "_limit": min(limit, MAX_PAGE),
         }
         if server_cursor:
@@ -145,6 +149,7 @@ class ServiceQueries:
         if q.tags_all:
             params["_tags:all"] = list(q.tags_all)
         scan = RunScan(runs=[], more=False, notes=["service filters: status/time/user/tags pushed down, cursors followed"])
+        checks = 0
         path = f"/flows/{flow}/runs"
         if server_cursor:
             params["_cursor"] = server_cursor
@@ -159,10 +164,16 @@ class ServiceQueries:
                     continue
                 if not q.matches_static(rec):  # never trust a filter blindly
                     continue
-                if rec.status is None or rec.status == "running":
-                    rec.status, rec.finished_ms = self.run_status(rec, ended)
-                elif rec.status != "running":
+                if rec.status is None or self._fresh(rec.last_heartbeat_s):
+                    if checks >= budget:
+                        scan.more, scan.complete = True, False
+                        scan.notes.append(f"status budget of {budget} runs reached; continue with next_cursor")
+                        return scan
+                    checks += 1
+                    rec.status, rec.finished_ms = status_fn(rec)
+                else:
                     rec.finished_ms = int(rec.last_heartbeat_s * 1000) if rec.last_heartbeat_s else None
+                scan.resume_after = (rec.ts_ms, rec.run_id)
                 if q.status is not None and rec.status != q.status:
                     continue
                 if len(scan.runs) == limit:
@@ -180,7 +191,7 @@ class ServiceQueries:
         return scan
 
     def _scan_runs_client(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                          ended: Ended | None) -> RunScan:
+                          status_fn: StatusFn) -> RunScan:
         rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}")
         records = sorted((self._record(flow, r) for r in rows), key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
         scan = RunScan(runs=[], more=False, notes=[f"service does not filter: listed all {len(records)} runs once, filtered client-side"])
@@ -199,33 +210,35 @@ class ServiceQueries:
                 break
             checks += 1
             scan.scanned += 1
-            rec.status, rec.finished_ms = self.run_status(rec, ended)
+            rec.status, rec.finished_ms = status_fn(rec)
             if q.status is None or rec.status == q.status:
                 scan.runs.append(rec)
             scan.resume_after = (rec.ts_ms, rec.run_id)
         return scan
 
     # --- status --------------------------------------------------------------------
-    def _fresh(self, heartbeat_s: float | None) -> bool:
+    @staticmethod
+    def _fresh(heartbeat_s: float | None) -> bool:
         return heartbeat_s is not None and time.time() - heartbeat_s < HEARTBEAT_TIMEOUT_S
 
-    def run_status(self, run: RunRecord, ended: Ended | None = None) -> tuple[str, int | None]:
-        """Like master: end step's attempt_ok, else running while the heartbeat is fresh.
-        A fresh run with a task that failed for good, or whose unfinished tasks
-        all ended (`ended(step, task)` says so, e.g. from the runtime's exit record),
-        is failed, not running."""
+    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
+        """Completed when the end step succeeded; failed when the heartbeat is stale
+        (master's own rule); None while the run is fresh and not done (assess it)."""
         finished = int(run.last_heartbeat_s * 1000) if run.last_heartbeat_s else None
         if self.filtered_tasks(run.flow, run.run_id, "end", "attempt_ok", "True"):
             return "completed", finished
         if not self._fresh(run.last_heartbeat_s):
             return "failed", finished
-        outcomes = self.step_outcomes(run.flow, run.run_id, self.list_steps(run.flow, run.run_id))
-        if any(so.failed - so.ok for so in outcomes):
-            return "failed", finished
-        unfinished = [(so.step, t) for so in outcomes for t in sorted(so.started - so.ok - so.failed)]
-        if ended is not None and unfinished and len(unfinished) <= 50 and all(ended(run.flow, run.run_id, s, t) for s, t in unfinished):
-            return "failed", finished
-        return "running", None
+        return None
+
+    def quick_or_heartbeat(self, run: RunRecord) -> tuple[str, int | None]:
+        return self.quick_status(run) or ("running", None)
+
+    def task_heartbeat(self, flow: str, run_id: str, step: str, task: str) -> float | None:
+        reply = self._get(f"/flows/{flow}/runs/{run_id}/steps/{step}/tasks/{task}", ok404=True)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        value = body.get("last_heartbeat_ts")
+        return float(value) if value is not None else None
 
     # --- steps and tasks -------------------------------------------------------------
     def list_steps(self, flow: str, run_id: str) -> list[str]:
