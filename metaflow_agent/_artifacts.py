@@ -206,7 +206,7 @@ def search_artifacts(
         ns = resolve_namespace(namespace)
         backend = get_backend()
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
-        scan = backend.scan_runs(fl, query, runs, None, runs)
+        scan = backend.scan_runs(fl, query, runs, None, runs, with_status=False)
         hits: list[ArtifactHit] = []
         searched: list[str] = []
         resume = tuple((state or {}).get("pos") or (-1, -1, -1, -1))  # position of the last hit returned

@@ -273,3 +273,23 @@ def test_error_tree():
                               ma.PathEscape, ma.NotFound, ma.TooLarge, ma.BackendError, ma.ServiceUnavailable,
                               ma.ServiceProtocolError)]
     assert len(set(codes)) == len(codes)
+
+
+@pytest.mark.parametrize("since", ["9999999999d", "3000000w", float("nan"), float("inf")])
+def test_out_of_range_times_are_bad_time(local_runs, since):
+    with pytest.raises(ma.BadTime) as exc:
+        ma.list_runs("HelloFlow", since=since)
+    assert exc.value.hint
+
+
+@pytest.mark.parametrize("cursor", [123, ["x"], "eyJrIjoibGlzdF9ydW5zIn0"])
+def test_odd_cursors_are_bad_cursor_or_input(local_runs, cursor):
+    with pytest.raises(ma.BadInput) as exc:
+        ma.list_runs("HelloFlow", cursor=cursor)
+    assert exc.value.hint
+
+
+@pytest.mark.parametrize("kwargs", [{"min_size": "10"}, {"max_size": -1}, {"type": ""}, {"min_size": True}])
+def test_bad_search_filters(local_runs, kwargs):
+    with pytest.raises(ma.BadInput):
+        ma.search_artifacts("ArtifactFlow", name="*", **kwargs)

@@ -350,3 +350,16 @@ def test_compare_with_itself_is_all_equal(local_runs):
 def test_compare_loads_no_big_blob(local_runs):
     got = ma.compare_runs(local_runs.art_a, local_runs.art_b)
     assert got.cost.datastore_bytes < 256 * 1024  # the 3 MB blobs are compared by sha only
+
+
+def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
+    """The flow's own class is not importable here: a BackendError with a hint, not a traceback."""
+    from metaflow_agent._backend import get_backend
+
+    flow, run = local_runs.art_a.split("/")
+    task = get_backend().list_tasks(flow, run, "start")[0]
+    listed = {a.name: a for a in ma.list_artifacts(f"{local_runs.art_a}/start/{task}").artifacts}
+    assert listed["opaque"].type == "__main__.Opaque"  # known without unpickling
+    with pytest.raises(ma.BackendError) as exc:
+        ma.artifact_preview(f"{local_runs.art_a}/start/{task}", "opaque")
+    assert "not importable" in exc.value.message and "list_artifacts" in exc.value.hint

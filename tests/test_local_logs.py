@@ -29,11 +29,12 @@ def _only_task(root: str, run: str, step: str) -> str:
 
 @pytest.fixture(scope="module")
 def client_stdout(noisy) -> list[str]:
+    """The Client's whole stdout, each line cut as task_logs documents (500 chars + a marker)."""
     from metaflow import Task, namespace
 
     namespace(None)
     try:
-        return Task(noisy).stdout.splitlines()
+        return [ln if len(ln) <= 500 else f"{ln[:500]}…[+{len(ln) - 500} chars]" for ln in Task(noisy).stdout.splitlines()]
     finally:
         from metaflow import default_namespace
 
@@ -229,3 +230,11 @@ def test_crashed_task_log(local_runs, client_ns):
     got = ma.task_logs(task.pathspec)
     assert _texts(got) == task.stdout.splitlines()
     assert "about to be killed" in _texts(got)
+
+
+def test_grep_matches_past_the_line_cut(noisy):
+    """A match beyond the 500 characters returned of a line is still found."""
+    got = ma.task_logs(noisy, grep="CUDA_OOM_MARKER", context=0)
+    assert [ln.match for ln in got.lines] == [True]
+    assert got.lines[0].text.startswith("LONG yyy") and got.lines[0].text.endswith("chars]")
+    assert len(got.lines[0].text) < 600

@@ -309,3 +309,13 @@ def test_run_summary_wide_is_flat_in_reads(local_runs):
     got = ma.run_summary(local_runs.wide)
     tasks = sum(s.tasks for s in got.steps)
     assert got.cost.datastore_bytes < 4096 * tasks
+
+
+def test_paging_with_a_relative_since_keeps_its_window(local_runs):
+    """'since' given as '3650d' is resolved once; page 2 accepts the cursor and continues."""
+    first = ma.list_runs("HelloFlow", since="3650d", limit=2, namespace=None)
+    assert first.truncated and first.next_cursor
+    second = ma.list_runs("HelloFlow", since="3650d", limit=2, namespace=None, cursor=first.next_cursor)
+    ids = [r.run_id for r in first.runs + second.runs]
+    every = [r.run_id for r in ma.list_runs("HelloFlow", namespace=None, limit=50).runs]
+    assert ids == every[: len(ids)] and len(set(ids)) == len(ids)

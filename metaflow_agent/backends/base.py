@@ -104,9 +104,10 @@ class Backend(ABC):
 
     @abstractmethod
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                  server_cursor: str | None = None) -> RunScan:
+                  server_cursor: str | None = None, with_status: bool = True) -> RunScan:
         """Runs matching query, newest first, strictly after the (ts_ms, run_id) key
-        (or from the service's own cursor, when a previous page ended on one)."""
+        (or from the service's own cursor, when a previous page ended on one).
+        with_status=False skips status work (callers that only need the runs)."""
 
     @abstractmethod
     def get_run(self, flow: str, run_id: str) -> RunRecord:

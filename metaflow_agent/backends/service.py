@@ -52,8 +52,9 @@ class ServiceBackend(Backend):
         self.q.check_flow(flow)
 
     def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                  server_cursor: str | None = None) -> RunScan:
-        return self.q.scan_runs(flow, query, limit, after, budget, server_cursor, self.run_status)
+                  server_cursor: str | None = None, with_status: bool = True) -> RunScan:
+        status_fn = self.run_status if with_status else lambda run: (run.status or "running", None)
+        return self.q.scan_runs(flow, query, limit, after, budget, server_cursor, status_fn)
 
     def get_run(self, flow: str, run_id: str) -> RunRecord:
         return self.q.get_run(flow, run_id)

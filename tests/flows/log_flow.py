@@ -18,6 +18,7 @@ class LogFlow(FlowSpec):
             if i in (1234, self.lines // 2):
                 print("ERROR something went wrong at line %d" % i)
             print("line %06d %s" % (i, pad))
+        print("LONG " + "y" * 3000 + " CUDA_OOM_MARKER")  # a match past any line cut
         print("LAST LINE OF STDOUT")
         print("stderr marker", file=sys.stderr)
         self.next(self.end)
