@@ -10,7 +10,7 @@ from typing import Any
 
 from . import _limits
 from ._backend import get_backend
-from ._blobs import data_index, load_blob
+from ._blobs import attempt_files, data_index, load_blob
 from ._cost import metered
 from ._errors import BackendError, BadInput, NotFound
 from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec, parse_time
@@ -29,8 +29,7 @@ def clean_type(raw: str | None) -> str | None:
 
 def latest_data_attempt(backend: Backend, flow: str, run: str, step: str, task: str) -> int | None:
     """Highest attempt with a data.json, from one listing of the task folder."""
-    names = backend.store.list(f"{flow}/{run}/{step}/{task}")
-    found = [int(n.split(".")[0]) for n in names if n.endswith(".data.json") and n.split(".")[0].isdigit()]
+    found = [n for n, files in attempt_files(backend, flow, run, step, task).items() if "data.json" in files]
     return max(found) if found else None
 
 

@@ -12,6 +12,16 @@ from ._errors import BackendError, NotFound, TooLarge
 from .backends.base import Backend
 
 
+def attempt_files(backend: Backend, flow: str, run: str, step: str, task: str) -> dict[int, set[str]]:
+    """The task folder, by attempt: {0: {"data.json", "runtime", "runtime_stdout.log", ...}} (one listing)."""
+    out: dict[int, set[str]] = {}
+    for name in backend.store.list(f"{flow}/{run}/{step}/{task}"):
+        head, _, rest = name.partition(".")
+        if head.isdigit() and rest:
+            out.setdefault(int(head), set()).add(rest)
+    return out
+
+
 def data_index(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, Any]:
     """The attempt's data.json: objects (name → sha) and info (name → size/type/encoding)."""
     rel = f"{flow}/{run}/{step}/{task}/{attempt}.data.json"
@@ -80,3 +90,31 @@ def task_exception(backend: Backend, flow: str, run: str, step: str, task: str, 
     if not state.get("type"):
         return None
     return {"type": state.get("type"), "message": state.get("exception"), "stacktrace": state.get("stacktrace")}
+
+
+class _Frame(tuple):
+    """Stand-in for a foreach frame (step, var, num_splits, index, value): its class
+    lives in the flow's own module, which is not importable here."""
+
+    def __new__(cls, *fields: Any) -> "_Frame":
+        return tuple.__new__(cls, fields)
+
+
+class _FramesOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "ForeachFrame":
+            return _Frame
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
+
+
+def foreach_position(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> str | None:
+    """'items=3' (var=value per level, like the foreach-stack metadata) from `_foreach_stack`."""
+    try:
+        sha = data_index(backend, flow, run, step, task, attempt).get("objects", {}).get("_foreach_stack")
+        if not sha:
+            return None
+        frames = _FramesOnly(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
+    except (NotFound, TooLarge, BackendError, pickle.UnpicklingError, EOFError, OSError, ValueError):
+        return None
+    parts = [f"{f[1]}={f[4]}" for f in frames or [] if isinstance(f, tuple) and len(f) >= 5 and f[1] and f[4] is not None]
+    return ",".join(parts) or None

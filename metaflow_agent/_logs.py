@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import _limits
 from ._backend import get_backend
+from ._blobs import attempt_files
 from ._cost import metered
 from ._errors import BadInput, NotFound
 from ._inputs import check_limit, compile_pattern, parse_pathspec
@@ -164,8 +165,7 @@ def task_logs(
 
 
 def _latest_attempt_from_listing(backend: Backend, ps: object, base: str) -> int:
-    names = backend.store.list(base)
-    attempts = [int(n.split(".", 1)[0]) for n in names if n.split(".", 1)[0].isdigit()]
+    attempts = list(attempt_files(backend, *base.split("/")))
     if not attempts:
         backend.check_task(ps.flow, ps.run, ps.step, ps.task)  # type: ignore[attr-defined]
         return 0

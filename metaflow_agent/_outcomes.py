@@ -22,7 +22,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._blobs import data_index, load_blob, task_exception
+from ._blobs import attempt_files, data_index, load_blob, task_exception
 from ._errors import AgentError
 from ._models import FailureBrief
 from ._result import clip
@@ -52,6 +52,7 @@ class Assessment:
     outcomes: list[StepOutcomes]
     verdicts: dict[tuple[str, str], str]  # (step, task) -> failed/crashed/retrying/running, for unsettled tasks
     details: dict[tuple[str, str], TaskDetail] = field(default_factory=dict)
+    listings: dict[tuple[str, str], dict[int, set[str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     complete: bool = True
 
@@ -126,14 +127,23 @@ def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET) -> 
     unsettled = [(so.step, t) for so in outcomes for t in sorted((so.failed - so.ok) | (so.started - so.ok - so.failed), key=task_order)]
     # Retry limits matter only when a latest attempt failed while the run may go on.
     limits = max_attempts(backend, run.flow, run.run_id, outcomes) if live and any(t in failed_of[s] for s, t in unsettled) else None
+    # A dead run (stale heartbeat) settles every task from the sets alone.
+    judge_from_sets = not live and not end_ok and not backend.tasks_outlive_run
     for i, (step, task) in enumerate(unsettled):
         if i >= budget:
             a.complete = False
             a.verdicts[(step, task)] = "failed" if task in failed_of[step] else ("running" if live and not end_ok else "crashed")
             continue
+        if judge_from_sets:
+            verdict = _dead_run_verdict(backend, run, step, task, task in failed_of[step], a)
+            if verdict is not None:
+                a.verdicts[(step, task)] = verdict
+                continue
         detail = backend.task_detail(run.flow, run.run_id, step, task)
         a.details[(step, task)] = detail
         a.verdicts[(step, task)] = _verdict(backend, run, step, task, detail, limits, live and not end_ok)
+    if judge_from_sets and unsettled:
+        a.notes.append("the run is over (stale heartbeat): tasks judged from the outcome sets, no per-task lookups")
     if not a.complete:
         a.notes.append(f"{len(unsettled)} unsettled tasks: the first {budget} examined one by one, the rest judged from the run's state")
     verdicts = set(a.verdicts.values())
@@ -147,6 +157,19 @@ def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET) -> 
     if a.status != "running":
         a.finished_ms = backend.finished_ms(run, outcomes)
     return a
+
+
+def _dead_run_verdict(backend: Backend, run: RunRecord, step: str, task: str, has_failed: bool, a: Assessment) -> str | None:
+    """In a run that is over: failed when the latest attempt saved its data (it raised),
+    crashed when it did not. Read from one datastore listing; None when the datastore
+    has nothing for the task (then the metadata decides)."""
+    if not has_failed:
+        return "crashed"
+    files = attempt_files(backend, run.flow, run.run_id, step, task)
+    if not files:
+        return None
+    a.listings[(step, task)] = files
+    return "failed" if "data.json" in files[max(files)] else "crashed"
 
 
 def _verdict(backend: Backend, run: RunRecord, step: str, task: str, detail: TaskDetail,

@@ -10,7 +10,9 @@ from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, p
 from ._models import FailedTask, FailedTaskList
 from ._outcomes import DETAIL_BUDGET, assess, exception_of, short_type, task_order
 from ._result import clip, cost_of
-from .backends.base import Backend, TaskDetail
+from ._blobs import foreach_position
+from ._outcomes import Assessment
+from .backends.base import AttemptInfo, Backend, RunRecord, TaskDetail
 
 
 
@@ -40,7 +42,10 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
             retried = [(so.step, t, "retried_ok") for so in a.outcomes for t in so.ok & so.failed]
             candidates = sorted(candidates + retried, key=lambda c: (rank.get(c[0], 0), task_order(c[1])))
         page = candidates[start : start + limit]
-        items = [_describe(backend, ps.flow, ps.run, step, task, kind, a.details.get((step, task))) for step, task, kind in page]
+        items = [
+            _describe(backend, ps.flow, ps.run, step, task, kind, a.details.get((step, task)) or _from_datastore(backend, rec, a, step, task, kind))
+            for step, task, kind in page
+        ]
         more = start + limit < len(candidates)
         return FailedTaskList(
             run=f"{ps.flow}/{ps.run}",
@@ -58,8 +63,21 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
         )
 
 
+def _from_datastore(backend: Backend, run: RunRecord, a: Assessment, step: str, task: str, kind: str) -> TaskDetail | None:
+    """Attempts of a failed or crashed task of a finished run, from its folder listing
+    (no metadata request): an attempt that saved data raised, one that did not crashed."""
+    files = a.listings.get((step, task))
+    if not files or kind not in ("failed", "crashed"):
+        return None
+    attempts = [AttemptInfo(n, False if "data.json" in files[n] else None) for n in sorted(files)]
+    saved = [n for n in sorted(files) if "data.json" in files[n]]
+    where = foreach_position(backend, run.flow, run.run_id, step, task, saved[-1]) if saved else None
+    return TaskDetail(attempts, foreach_index=where)
+
+
 def _describe(backend: Backend, flow: str, run: str, step: str, task: str, kind: str, detail: TaskDetail | None) -> FailedTask:
-    detail = detail or backend.task_detail(flow, run, step, task)
+    if detail is None:
+        detail = backend.task_detail(flow, run, step, task)
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
     bad = [a.attempt for a in attempts if a.ok is False or (a.ok is None and (kind == "crashed" or a.attempt != latest))]

@@ -171,7 +171,7 @@ def test_list_runs_match_client(service_runs, service_env, client):
 
 def test_logs_by_range_on_s3(service_runs, service_env, client):
     task = next(iter(client.Run(service_runs.log)["noisy"]))
-    full = task.stdout.splitlines()
+    full = [ln if len(ln) <= 500 else f"{ln[:500]}…[+{len(ln) - 500} chars]" for ln in task.stdout.splitlines()]
     got = ma.task_logs(task.pathspec, tail=20)
     assert [ln.text for ln in got.lines] == full[-20:]
     assert got.log_size > 2_000_000 and got.bytes_read <= 128 * 1024
@@ -286,3 +286,25 @@ def test_crash_after_a_failed_attempt_is_crashed(double, s3_server, monkeypatch)
     got = ma.failed_tasks(run)
     assert sorted((t.status, t.attempts, t.failed_attempts) for t in got.failed) == [("crashed", 2, [0, 1]), ("failed", 2, [0, 1])]
     assert (got.total_failed, got.total_crashed) == (1, 1)
+
+
+def test_finished_run_failures_cost_no_request_per_task(service_runs, service_env, monkeypatch):
+    """Once a run's heartbeat is stale, its failures are settled from the outcome sets and
+    the datastore: the metadata requests do not depend on how many tasks failed."""
+    import time
+
+    from metaflow_agent import _cost
+    from metaflow_agent.service import queries
+
+    later = time.time() + 3600
+    monkeypatch.setattr(queries.time, "time", lambda: later)
+    urls: list[str] = []
+    hook = lambda kind, method, url, nbytes: urls.append(url) if kind == "request" else None  # noqa: E731
+    _cost.add_hook(hook)
+    try:
+        got = ma.failed_tasks(service_runs.wide, limit=100)
+    finally:
+        _cost.remove_hook(hook)
+    assert got.total_failed >= 1 and all(t.exception_type == "ValueError" for t in got.failed if t.status == "failed")
+    assert all(t.foreach_index and t.foreach_index.startswith("items=") for t in got.failed)
+    assert not [u for u in urls if "/tasks/" in u], urls
