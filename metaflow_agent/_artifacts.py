@@ -13,8 +13,21 @@ from ._backend import get_backend
 from ._blobs import attempt_files, data_index, load_blob
 from ._cost import metered
 from ._errors import BackendError, BadInput, NotFound
-from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec, parse_time
-from ._models import ArtifactHit, ArtifactInfo, ArtifactList, ArtifactPreview, ArtifactSearch
+from ._inputs import (
+    check_limit,
+    cursor_offset,
+    decode_cursor,
+    encode_cursor,
+    parse_pathspec,
+    parse_time,
+)
+from ._models import (
+    ArtifactHit,
+    ArtifactInfo,
+    ArtifactList,
+    ArtifactPreview,
+    ArtifactSearch,
+)
 from ._result import clip, cost_of
 from ._runs import DEFAULT_NAMESPACE, resolve_namespace
 from .backends.base import Backend, RunQuery

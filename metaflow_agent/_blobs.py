@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
 import io
 import json
 import pickle
+import zlib
 from typing import Any
 
 from ._errors import BackendError, NotFound, TooLarge

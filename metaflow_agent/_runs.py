@@ -9,7 +9,14 @@ from . import _limits
 from ._backend import get_backend
 from ._cost import metered
 from ._errors import BadCursor, BadInput
-from ._inputs import check_limit, decode_cursor, encode_cursor, iso, parse_pathspec, parse_time
+from ._inputs import (
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    parse_pathspec,
+    parse_time,
+)
 from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
 from ._outcomes import assess, first_failure
 from ._result import cost_of

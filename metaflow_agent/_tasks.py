@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from . import _limits
 from ._backend import get_backend
+from ._blobs import foreach_position
 from ._cost import metered
 from ._errors import BadInput
-from ._inputs import check_limit, cursor_offset, decode_cursor, encode_cursor, parse_pathspec
+from ._inputs import (
+    check_limit,
+    cursor_offset,
+    decode_cursor,
+    encode_cursor,
+    parse_pathspec,
+)
 from ._models import FailedTask, FailedTaskList
-from ._outcomes import DETAIL_BUDGET, assess, exception_of, short_type, task_order
+from ._outcomes import (
+    DETAIL_BUDGET,
+    Assessment,
+    assess,
+    exception_of,
+    short_type,
+    task_order,
+)
 from ._result import clip, cost_of
-from ._blobs import foreach_position
-from ._outcomes import Assessment
 from .backends.base import AttemptInfo, Backend, RunRecord, TaskDetail
-
 
 
 def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True) -> FailedTaskList:

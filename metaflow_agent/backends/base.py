@@ -4,9 +4,9 @@ interface only; each backend answers it as cheaply as its storage allows."""
 from __future__ import annotations
 
 import json
-
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .._datastore import Datastore
 
@@ -62,6 +62,37 @@ class RunScan:
     notes: list[str] = field(default_factory=list)
     resume_after: tuple[int, str] | None = None  # where to continue when stopped by the budget
     server_cursor: str | None = None  # the service's own cursor, when the page ended on its boundary
+
+
+def run_sort_key(ts_ms: int, run_id: str) -> tuple[int, str]:
+    """Newest-first ordering key: ts, then the id (numeric ids compare as numbers)."""
+    return ts_ms, run_id.zfill(40) if run_id.isdigit() else run_id
+
+
+def scan_records(records: list[RunRecord], query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
+                 status_fn: Callable[[RunRecord], tuple[str, int | None]], note: str) -> RunScan:
+    """Filter already-listed runs client-side, newest first: static predicates first,
+    then status (which may cost lookups) for at most `budget` runs."""
+    records = sorted(records, key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
+    scan = RunScan(runs=[], more=False, notes=[note])
+    for rec in records:
+        if after is not None and run_sort_key(rec.ts_ms, rec.run_id) >= run_sort_key(*after):
+            continue
+        if not query.matches_static(rec):
+            continue
+        if len(scan.runs) == limit:
+            scan.more = True
+            break
+        if scan.scanned >= budget:
+            scan.more, scan.complete = True, False
+            scan.notes.append(f"status budget of {budget} runs reached; continue with next_cursor")
+            break
+        scan.scanned += 1
+        rec.status, rec.finished_ms = status_fn(rec)
+        scan.resume_after = (rec.ts_ms, rec.run_id)
+        if query.status is None or rec.status == query.status:
+            scan.runs.append(rec)
+    return scan
 
 
 @dataclass

@@ -27,14 +27,10 @@ from .base import (
     RunScan,
     StepOutcomes,
     TaskDetail,
+    scan_records,
 )
 
 _NOT_RUNS = {"data", "_meta", "latest_run"}
-
-
-def run_sort_key(ts_ms: int, run_id: str) -> tuple[int, str]:
-    """Newest-first ordering key: ts, then the id (numeric ids compare as numbers)."""
-    return ts_ms, run_id.zfill(40) if run_id.isdigit() else run_id
 
 
 def local_root() -> str | None:
@@ -106,28 +102,8 @@ class LocalBackend(Backend):
         self.check_flow(flow)
         ids = [n for n in self.store.list(flow) if n not in _NOT_RUNS and not n.startswith(".")]
         records = [r for r in (self._run_record(flow, i) for i in ids) if r is not None]
-        records.sort(key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
-        scan = RunScan(runs=[], more=False, notes=[f"local: read {len(records)} run records"])
-        status_checks = 0
-        for r in records:
-            if after is not None and run_sort_key(r.ts_ms, r.run_id) >= run_sort_key(*after):
-                continue
-            if not query.matches_static(r):
-                continue
-            if len(scan.runs) == limit:
-                scan.more = True
-                break
-            if status_checks >= budget:
-                scan.complete, scan.more = False, True
-                scan.notes.append(f"status budget of {budget} runs reached")
-                break
-            status_checks += 1
-            r.status, r.finished_ms = self.run_status(r) if with_status else ("running", None)
-            scan.resume_after = (r.ts_ms, r.run_id)
-            scan.scanned += 1
-            if query.status is None or r.status == query.status:
-                scan.runs.append(r)
-        return scan
+        status_fn = self.run_status if with_status else (lambda r: ("running", None))
+        return scan_records(records, query, limit, after, budget, status_fn, f"local: read {len(records)} run records")
 
     # --- status ------------------------------------------------------------
     def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:

@@ -34,7 +34,9 @@ class ServiceBackend(Backend):
     kind = "service"
 
     def __init__(self, url: str, datastore: str = "local") -> None:
-        from metaflow_extensions.agent.plugins.agent_metadata.provider import AgentMetadataProvider
+        from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+            AgentMetadataProvider,
+        )
 
         self.q: ServiceQueries = AgentMetadataProvider.agent_queries(url)
         self.url = self.q.t.url

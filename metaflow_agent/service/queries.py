@@ -15,8 +15,17 @@ from typing import Any, Callable
 
 from .._cost import current_meter
 from .._errors import BackendError, NotFound, ServiceProtocolError
-from ..backends.base import HEARTBEAT_TIMEOUT_S, RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
-from ..backends.local import detail_from_rows, run_sort_key
+from ..backends.base import (
+    HEARTBEAT_TIMEOUT_S,
+    RunQuery,
+    RunRecord,
+    RunScan,
+    StepOutcomes,
+    TaskDetail,
+    run_sort_key,
+    scan_records,
+)
+from ..backends.local import detail_from_rows
 from .capabilities import ServiceCaps, detect
 from .transport import Reply, ServiceTransport, encode_query
 
@@ -193,28 +202,8 @@ class ServiceQueries:
     def _scan_runs_client(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
                           status_fn: StatusFn) -> RunScan:
         rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}")
-        records = sorted((self._record(flow, r) for r in rows), key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
-        scan = RunScan(runs=[], more=False, notes=[f"service does not filter: listed all {len(records)} runs once, filtered client-side"])
-        checks = 0
-        for rec in records:
-            if after is not None and run_sort_key(rec.ts_ms, rec.run_id) >= run_sort_key(*after):
-                continue
-            if not q.matches_static(rec):
-                continue
-            if len(scan.runs) == limit:
-                scan.more = True
-                break
-            if checks >= budget:
-                scan.more, scan.complete = True, False
-                scan.notes.append(f"status budget of {budget} runs reached; continue with next_cursor")
-                break
-            checks += 1
-            scan.scanned += 1
-            rec.status, rec.finished_ms = status_fn(rec)
-            if q.status is None or rec.status == q.status:
-                scan.runs.append(rec)
-            scan.resume_after = (rec.ts_ms, rec.run_id)
-        return scan
+        note = f"service does not filter: listed all {len(rows)} runs once, filtered client-side"
+        return scan_records([self._record(flow, r) for r in rows], q, limit, after, budget, status_fn, note)
 
     # --- status --------------------------------------------------------------------
     @staticmethod
