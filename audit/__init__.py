@@ -1,0 +1,1 @@
+"""The audit: `python -m audit` traces each question and regenerates README.md's tables."""
