@@ -13,7 +13,15 @@ import sys
 import time
 from typing import Any, Callable
 
-from .synth import RunWriter, SynthClock, clock_patched, run_outcome, run_tags, simple_run, wide_run
+from .synth import (
+    RunWriter,
+    SynthClock,
+    clock_patched,
+    run_outcome,
+    run_tags,
+    simple_run,
+    wide_run,
+)
 
 WIDE_FLOW = "BenchWideFlow"
 SPACING_S = 40 * 60  # runs 40 minutes apart: 2,000 runs span 55 days, like the captured SynthFlow

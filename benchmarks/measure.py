@@ -19,79 +19,10 @@ figure for it is kept as a cross-check (`probe_bytes`).
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-
-@dataclass
-class FileMeasure:
-    opens: int = 0
-    listings: int = 0
-    bytes: int = 0
-    log: list[tuple[str, str, int]] = field(default_factory=list)  # (kind, path under root, bytes)
-
-
-class FileProbe:
-    """Counts reads under a root (audit hooks cannot be removed: it idles when inactive)."""
-
-    def __init__(self, root: str, keep_log: bool = False) -> None:
-        self.root = os.path.realpath(root)
-        self.prefixes = tuple({os.path.abspath(root) + os.sep, self.root + os.sep})
-        self.keep_log = keep_log
-        self.current: FileMeasure | None = None
-        self._busy = False
-        sys.addaudithook(self._hook)
-
-    def _under_root(self, path: Any) -> str | None:
-        if path is None or isinstance(path, int):
-            return None
-        full = os.path.abspath(os.fsdecode(path))
-        return full if full.startswith(self.prefixes) else None
-
-    def _rel(self, full: str) -> str:
-        for p in self.prefixes:
-            if full.startswith(p):
-                return full[len(p):]
-        return full
-
-    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        m = self.current
-        if m is None or self._busy or event not in ("open", "os.listdir", "os.scandir"):
-            return
-        self._busy = True  # os.path calls below must not re-enter
-        try:
-            if event == "open":
-                path, mode, flags = args
-                reading = ("r" in mode and "+" not in mode) if isinstance(mode, str) else (flags & os.O_ACCMODE) == os.O_RDONLY
-                full = self._under_root(path) if reading else None
-                if full is not None and os.path.isfile(full):
-                    size = os.path.getsize(full)
-                    m.opens += 1
-                    m.bytes += size
-                    if self.keep_log:
-                        m.log.append(("open", self._rel(full), size))
-            else:
-                target = args[0] if args and args[0] is not None else os.getcwd()
-                full = self._under_root(target)
-                if full is not None:
-                    m.listings += 1
-                    if self.keep_log:
-                        m.log.append(("list", self._rel(full), 0))
-        finally:
-            self._busy = False
-
-    @contextmanager
-    def measure(self) -> Iterator[FileMeasure]:
-        m = FileMeasure()
-        self.current = m
-        try:
-            yield m
-        finally:
-            self.current = None
+from metaflow_agent._fileprobe import FileMeasure, FileProbe  # noqa: F401  (re-exported for worker/audit)
 
 
 def instrument_metaflow_client() -> None:

@@ -144,7 +144,9 @@ class RunWriter:
         self._restore: tuple | None = None
         if service_url:
             from metaflow.plugins.metadata_providers import service as module
-            from metaflow.plugins.metadata_providers.service import ServiceMetadataProvider
+            from metaflow.plugins.metadata_providers.service import (
+                ServiceMetadataProvider,
+            )
 
             # INFO is a metaclass property over _INFO (setting it pings the URL); close() restores both.
             self._restore = (ServiceMetadataProvider._INFO, module.SERVICE_URL)
@@ -161,7 +163,9 @@ class RunWriter:
         """Give Metaflow back the service URL it had (the provider's URL is process-wide)."""
         if self._restore is not None:
             from metaflow.plugins.metadata_providers import service as module
-            from metaflow.plugins.metadata_providers.service import ServiceMetadataProvider
+            from metaflow.plugins.metadata_providers.service import (
+                ServiceMetadataProvider,
+            )
 
             ServiceMetadataProvider._INFO, module.SERVICE_URL = self._restore
             self._restore = None

@@ -24,7 +24,14 @@ def main(plan_path: str) -> None:
     from metaflow import namespace
 
     sys.path.insert(0, plan["repo"])
-    from benchmarks.measure import FileProbe, instrument_metaflow_client, measure, read_pattern, summarize, url_pattern
+    from benchmarks.measure import (
+        FileProbe,
+        instrument_metaflow_client,
+        measure,
+        read_pattern,
+        summarize,
+        url_pattern,
+    )
     from benchmarks.usecases import RUNNERS
 
     contender = plan["contender"]

@@ -30,76 +30,18 @@ import os
 import re
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._fileprobe import FileMeasure, FileProbe
 from ..cli import format_cost, render_text
 
 ANSWER_LINES = 30  # lines of each metaflow_agent answer shown
 
 
 # --- measuring ---------------------------------------------------------------------
-@dataclass
-class Measure:
-    """Files opened for reading and directories listed under the root, their bytes, the time."""
-
-    opens: int = 0
-    listings: int = 0
-    bytes: int = 0
-    ms: float = 0.0
-
-    @property
-    def files(self) -> int:
-        return self.opens + self.listings
-
-
-class FileProbe:
-    """Counts reads under a root through an audit hook (hooks cannot be removed: it idles when inactive)."""
-
-    def __init__(self, root: str) -> None:
-        self.prefixes = tuple({os.path.abspath(root) + os.sep, os.path.realpath(root) + os.sep})
-        self.current: Measure | None = None
-        self._busy = False
-        sys.addaudithook(self._hook)
-
-    def _under_root(self, path: Any) -> str | None:
-        if path is None or isinstance(path, int):
-            return None
-        full = os.path.abspath(os.fsdecode(path))
-        return full if full.startswith(self.prefixes) else None
-
-    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        m = self.current
-        if m is None or self._busy or event not in ("open", "os.listdir", "os.scandir"):
-            return
-        self._busy = True  # os.path calls below must not re-enter
-        try:
-            if event == "open":
-                path, mode, flags = args
-                reading = ("r" in mode and "+" not in mode) if isinstance(mode, str) else (flags & os.O_ACCMODE) == os.O_RDONLY
-                full = self._under_root(path) if reading else None
-                if full is not None and os.path.isfile(full):
-                    m.opens += 1
-                    m.bytes += os.path.getsize(full)
-            else:
-                if self._under_root(args[0] if args and args[0] is not None else os.getcwd()) is not None:
-                    m.listings += 1
-        finally:
-            self._busy = False
-
-    @contextmanager
-    def measure(self) -> Iterator[Measure]:
-        m = Measure()
-        self.current = m
-        started = time.perf_counter()
-        try:
-            yield m
-        finally:
-            m.ms = round((time.perf_counter() - started) * 1000, 1)
-            self.current = None
+Measure = FileMeasure
 
 
 # --- the naive Client API code an agent would write (shown as it is run) -------------
