@@ -330,3 +330,24 @@ def test_queries_send_only_get(on_double, monkeypatch):
         ma.run_summary("HelloFlow/14")
         ma.compare_runs("HelloFlow/14", "HelloFlow/15")
     assert len(seen_methods) > 20 and set(seen_methods) == {"GET"}
+
+
+def test_capabilities_detected_per_generation(on_double, monkeypatch):
+    """Filters and cursors are detected by behaviour (both report 2.5.1); no datastore needed."""
+    from metaflow_agent._backend import reset_backends
+
+    monkeypatch.setenv("METAFLOW_DEFAULT_DATASTORE", "s3")
+    monkeypatch.delenv("METAFLOW_DATASTORE_SYSROOT_S3", raising=False)
+    from metaflow import metaflow_config
+
+    monkeypatch.setattr(metaflow_config, "DATASTORE_SYSROOT_S3", None)
+    double = on_double
+    seen = {}
+    for mode in ("master", "release"):
+        double.mode = mode
+        reset_backends()
+        caps = ma.capabilities()
+        seen[mode] = (caps.backend, caps.service_version, caps.server_filters, caps.server_cursors)
+        assert caps.datastore.startswith("s3 (unresolved")
+        assert caps.cost.metadata_requests == 1  # the one probe
+    assert seen == {"master": ("service", "2.5.1", True, True), "release": ("service", "2.5.1", False, False)}

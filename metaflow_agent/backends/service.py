@@ -90,10 +90,14 @@ class ServiceBackend(Backend):
 
     def capabilities(self) -> dict[str, object]:
         caps = self.q.caps
+        try:
+            store_kind, store_root = self.store.kind, self.store.root
+        except BackendError as exc:  # metadata queries still work without a datastore
+            store_kind, store_root = f"{self._datastore_kind} (unresolved: {exc.message})", None
         return {
             "metadata_url": self.url,
-            "datastore": self.store.kind,
-            "datastore_root": self.store.root,
+            "datastore": store_kind,
+            "datastore_root": store_root,
             "service_version": caps.version,
             "server_filters": caps.filters,
             "server_cursors": caps.cursors,
