@@ -81,7 +81,10 @@ def list_artifacts(
     with metered() as meter:
         ps = parse_pathspec(task, "task")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("artifacts"))
-        start = cursor_offset(decode_cursor(cursor, "list_artifacts"), "list_artifacts")
+        state = decode_cursor(cursor, "list_artifacts")
+        if state is not None and state.get("t", str(ps)) != str(ps):
+            raise BadInput(f"cursor belongs to list_artifacts of {state['t']}", hint=f"pass it with task='{state['t']}', or drop the cursor")
+        start = cursor_offset(state, "list_artifacts")
         backend = get_backend()
         att = _resolve_attempt(backend, ps.flow, ps.run, ps.step, ps.task, attempt)
         infos = [a for a in artifact_infos(data_index(backend, ps.flow, ps.run, ps.step, ps.task, att)) if include_private or not a.name.startswith("_")]
@@ -92,7 +95,7 @@ def list_artifacts(
             attempt=att,
             artifacts=page,
             truncated=more,
-            next_cursor=encode_cursor("list_artifacts", {"i": start + limit}) if more else None,
+            next_cursor=encode_cursor("list_artifacts", {"t": str(ps), "i": start + limit}) if more else None,
             scanned=len(infos),
             cost=cost_of(meter),
         )

@@ -43,7 +43,7 @@ class CostMeter:
         self.metadata_bytes += nbytes
         if self.keep_log and len(self.requests) < 10_000:
             self.requests.append(RequestRecord(method, url, status, nbytes))
-        for hook in _hooks:
+        for hook in tuple(_hooks):  # hooks may be added/removed on other threads
             hook("request", method, url, nbytes)
 
     def add_read(self, path: str, nbytes: int) -> None:
@@ -51,7 +51,7 @@ class CostMeter:
         self.datastore_bytes += nbytes
         if self.keep_log and len(self.reads) < 10_000:
             self.reads.append((path, nbytes))
-        for hook in _hooks:
+        for hook in tuple(_hooks):
             hook("read", "GET", path, nbytes)
 
     @property

@@ -144,7 +144,10 @@ def task_logs(
                 raw, nread, cut = fn(backend, rel, size, n, per_file)
                 read += nread
                 truncated = truncated or cut
-                merged += [_parse(r, line_chars) for r in raw]
+                parsed = [_parse(r, line_chars) for r in raw]
+                for prev, ln in zip(parsed, parsed[1:]):  # an unprefixed line keeps its neighbour's place
+                    ln.ts = ln.ts or prev.ts
+                merged += parsed
             merged.sort(key=lambda ln: ln.ts)  # stable: keeps file order for equal stamps
             picked = merged[-n:] if mode == "tail" else merged[:n]
             lines = [LogLine(n=None if mode == "tail" else i + 1, text=ln.text) for i, ln in enumerate(picked)]
