@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import io
 import pickle
 from typing import Any
 
 from . import _limits
 from ._backend import get_backend
-from ._blobs import attempt_files, data_index, load_blob
+from ._blobs import data_index, latest_data_attempt, load_blob
 from ._cost import metered
 from ._errors import BackendError, BadInput, NotFound
 from ._inputs import (
     check_limit,
     cursor_offset,
-    decode_cursor,
-    encode_cursor,
+    make_cursor,
+    open_cursor,
     parse_pathspec,
     parse_time,
+    query_key,
 )
 from ._models import (
     ArtifactHit,
@@ -38,12 +38,6 @@ def clean_type(raw: str | None) -> str | None:
     if raw and raw.startswith("<class '") and raw.endswith("'>"):
         return raw[8:-2]
     return raw
-
-
-def latest_data_attempt(backend: Backend, flow: str, run: str, step: str, task: str) -> int | None:
-    """Highest attempt with a data.json, from one listing of the task folder."""
-    found = [n for n, files in attempt_files(backend, flow, run, step, task).items() if "data.json" in files]
-    return max(found) if found else None
 
 
 def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
@@ -81,10 +75,8 @@ def list_artifacts(
     with metered() as meter:
         ps = parse_pathspec(task, "task")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("artifacts"))
-        state = decode_cursor(cursor, "list_artifacts")
-        if state is not None and state.get("t", str(ps)) != str(ps):
-            raise BadInput(f"cursor belongs to list_artifacts of {state['t']}", hint=f"pass it with task='{state['t']}', or drop the cursor")
-        start = cursor_offset(state, "list_artifacts")
+        key = query_key(str(ps), attempt, include_private)
+        start = cursor_offset(open_cursor(cursor, "list_artifacts", key), "list_artifacts")
         backend = get_backend()
         att = _resolve_attempt(backend, ps.flow, ps.run, ps.step, ps.task, attempt)
         infos = [a for a in artifact_infos(data_index(backend, ps.flow, ps.run, ps.step, ps.task, att)) if include_private or not a.name.startswith("_")]
@@ -95,7 +87,7 @@ def list_artifacts(
             attempt=att,
             artifacts=page,
             truncated=more,
-            next_cursor=encode_cursor("list_artifacts", {"t": str(ps), "i": start + limit}) if more else None,
+            next_cursor=make_cursor("list_artifacts", key, i=start + limit) if more else None,
             scanned=len(infos),
             cost=cost_of(meter),
         )
@@ -214,10 +206,8 @@ def search_artifacts(
             raise BadInput(f"type={type!r} must be a non-empty string", hint="e.g. type='ndarray' or type='pandas.DataFrame'")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("search_hits"))
         budget = _limits.default("search_tasks_budget")
-        state = decode_cursor(cursor, "search_artifacts")
-        fingerprint = hashlib.sha1(repr((fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)).encode()).hexdigest()[:12]
-        if state is not None and state.get("q") != fingerprint:
-            raise BadInput("cursor belongs to a different search", hint="repeat the same arguments with this cursor")
+        key = query_key(fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)
+        state = open_cursor(cursor, "search_artifacts", key)
         ns = resolve_namespace(namespace)
         backend = get_backend()
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
@@ -249,7 +239,7 @@ def search_artifacts(
             hits=hits,
             runs_searched=searched,
             truncated=more,
-            next_cursor=encode_cursor("search_artifacts", {"q": fingerprint, "pos": list(last)}) if more else None,
+            next_cursor=make_cursor("search_artifacts", key, pos=list(last)) if more else None,
             complete=complete,
             scanned=tasks_read,
             notes=notes,

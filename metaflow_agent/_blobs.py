@@ -22,6 +22,12 @@ def attempt_files(backend: Backend, flow: str, run: str, step: str, task: str) -
     return out
 
 
+def latest_data_attempt(backend: Backend, flow: str, run: str, step: str, task: str) -> int | None:
+    """Highest attempt with a data.json, from one listing of the task folder."""
+    found = [n for n, files in attempt_files(backend, flow, run, step, task).items() if "data.json" in files]
+    return max(found) if found else None
+
+
 def data_index(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, Any]:
     """The attempt's data.json: objects (name → sha) and info (name → size/type/encoding)."""
     rel = f"{flow}/{run}/{step}/{task}/{attempt}.data.json"

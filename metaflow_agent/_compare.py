@@ -7,9 +7,9 @@ import pickle
 from typing import Literal
 
 from . import _limits
-from ._artifacts import artifact_infos, latest_data_attempt
+from ._artifacts import artifact_infos
 from ._backend import get_backend
-from ._blobs import data_index, load_blob
+from ._blobs import data_index, latest_data_attempt, load_blob
 from ._cost import metered
 from ._inputs import parse_pathspec
 from ._models import ArtifactDiff, ArtifactInfo, RunComparison

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -141,6 +142,27 @@ def decode_cursor(cursor: str | None, kind: str) -> dict[str, Any] | None:
             f"cursor {cursor[:40]!r} was not issued by {kind}",
             hint=f"pass the next_cursor returned by the previous {kind} call, or omit cursor to start over",
         ) from None
+
+
+def query_key(*args: Any) -> str:
+    """A short fingerprint of a query's arguments, as given (relative times unresolved)."""
+    return hashlib.sha1(repr(args).encode()).hexdigest()[:12]
+
+
+def open_cursor(cursor: str | None, kind: str, key: str) -> dict[str, Any] | None:
+    """Decode a cursor and check it was issued for this very query (`key`)."""
+    state = decode_cursor(cursor, kind)
+    if state is not None and state.get("q") != key:
+        raise BadCursor(
+            f"cursor belongs to a different {kind} query",
+            hint=f"repeat the {kind} call with the same arguments to use this cursor, or drop the cursor",
+        )
+    return state
+
+
+def make_cursor(kind: str, key: str, **state: Any) -> str:
+    """A cursor bound to its query kind and arguments."""
+    return encode_cursor(kind, {"q": key, **state})
 
 
 def cursor_offset(state: dict[str, Any] | None, kind: str) -> int:

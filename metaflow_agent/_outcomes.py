@@ -22,7 +22,13 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._blobs import attempt_files, data_index, load_blob, task_exception
+from ._blobs import (
+    attempt_files,
+    data_index,
+    latest_data_attempt,
+    load_blob,
+    task_exception,
+)
 from ._errors import AgentError
 from ._models import FailureBrief
 from ._result import clip
@@ -86,29 +92,26 @@ class _PlainData(pickle.Unpickler):
 def max_attempts(backend: Backend, flow: str, run: str, outcomes: list[StepOutcomes]) -> dict[str, int] | None:
     """Attempts allowed per step (1 + @retry times), from the run's `_graph_info`
     artifact (a plain dict, a few KB); None when no task's data can be read."""
-    from ._artifacts import latest_data_attempt
-
     for so in outcomes:
-        for task in sorted(so.ok or so.started, key=task_order)[:1]:
-            try:
-                attempt = latest_data_attempt(backend, flow, run, so.step, task)
-                if attempt is None:
-                    continue
-                sha = data_index(backend, flow, run, so.step, task, attempt).get("objects", {}).get("_graph_info")
-                if not sha:
-                    continue
-                graph = _PlainData(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
-            except (AgentError, pickle.UnpicklingError, EOFError, ValueError):
+        task = min(so.ok or so.started, key=task_order, default=None)
+        if task is None:
+            continue
+        try:
+            attempt = latest_data_attempt(backend, flow, run, so.step, task)
+            sha = None if attempt is None else data_index(backend, flow, run, so.step, task, attempt).get("objects", {}).get("_graph_info")
+            if not sha:
                 continue
-            allowed = {}
-            for name, info in (graph.get("steps") or {}).items():
-                times = 0
-                for deco in info.get("decorators") or []:
-                    if isinstance(deco, dict) and deco.get("name") == "retry":
-                        attrs = deco.get("attributes") or {}
-                        times = int(attrs.get("times", DEFAULT_RETRY_TIMES) or 0)
-                allowed[name] = 1 + times
-            return allowed
+            graph = _PlainData(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
+        except (AgentError, pickle.UnpicklingError, EOFError, ValueError):
+            continue
+        allowed = {}
+        for name, info in (graph.get("steps") or {}).items():
+            times = 0
+            for deco in info.get("decorators") or []:
+                if isinstance(deco, dict) and deco.get("name") == "retry":
+                    times = int((deco.get("attributes") or {}).get("times", DEFAULT_RETRY_TIMES) or 0)
+            allowed[name] = 1 + times
+        return allowed
     return None
 
 

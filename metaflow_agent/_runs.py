@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Iterable
 
 from . import _limits
@@ -11,11 +10,12 @@ from ._cost import metered
 from ._errors import BadCursor, BadInput
 from ._inputs import (
     check_limit,
-    decode_cursor,
-    encode_cursor,
     iso,
+    make_cursor,
+    open_cursor,
     parse_pathspec,
     parse_time,
+    query_key,
 )
 from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
 from ._outcomes import assess, first_failure
@@ -76,13 +76,11 @@ def list_runs(
         tags = (_tags(tags_any, "tags_any"), _tags(tags_all, "tags_all") + ((ns,) if ns else ()))
         # The fingerprint covers the arguments as given; relative times ('7d') are
         # resolved once, on the first page, and carried in the cursor.
-        fingerprint = hashlib.sha1(repr((fl, status, since, until, tags, user)).encode()).hexdigest()[:12]
-        state = decode_cursor(cursor, "list_runs")
+        key = query_key(fl, status, since, until, tags, user)
+        state = open_cursor(cursor, "list_runs", key)
         after, server_cursor = None, None
         window = (parse_time(since, "since"), parse_time(until, "until"))
         if state is not None:
-            if state.get("q") != fingerprint:
-                raise BadInput("cursor belongs to a different list_runs query", hint="repeat the same filters with this cursor, or drop the cursor")
             try:
                 after = (int(state["ts"]), str(state["id"]))
                 window = (state.get("since"), state.get("until"))
@@ -106,12 +104,10 @@ def list_runs(
         next_cursor = None
         if scan.more:
             last = scan.runs[-1] if scan.runs else None
-            key = scan.resume_after if not scan.complete and scan.resume_after else ((last.ts_ms, last.run_id) if last else after)
-            if key is not None:
-                state = {"q": fingerprint, "ts": key[0], "id": key[1], "since": query.since_ms, "until": query.until_ms}
-                if scan.server_cursor:
-                    state["srv"] = scan.server_cursor
-                next_cursor = encode_cursor("list_runs", state)
+            resume = scan.resume_after if not scan.complete and scan.resume_after else ((last.ts_ms, last.run_id) if last else after)
+            if resume is not None:
+                srv = {"srv": scan.server_cursor} if scan.server_cursor else {}
+                next_cursor = make_cursor("list_runs", key, ts=resume[0], id=resume[1], since=query.since_ms, until=query.until_ms, **srv)
         notes = list(scan.notes)
         if ns:
             notes.append(f"namespace {ns!r} (pass namespace=None for all users)")

@@ -6,13 +6,13 @@ from . import _limits
 from ._backend import get_backend
 from ._blobs import foreach_position
 from ._cost import metered
-from ._errors import BadInput
 from ._inputs import (
     check_limit,
     cursor_offset,
-    decode_cursor,
-    encode_cursor,
+    make_cursor,
+    open_cursor,
     parse_pathspec,
+    query_key,
 )
 from ._models import FailedTask, FailedTaskList
 from ._outcomes import (
@@ -38,11 +38,8 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
     with metered() as meter:
         ps = parse_pathspec(run, "run")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("failed_tasks"))
-        state = decode_cursor(cursor, "failed_tasks")
-        bound = {"r": str(ps), "ir": include_retried}
-        if state is not None and any(state.get(k, v) != v for k, v in bound.items()):
-            raise BadInput("cursor belongs to another failed_tasks query", hint=f"pass it with run='{state.get('r')}' and the same include_retried, or drop the cursor")
-        start = cursor_offset(state, "failed_tasks")
+        key = query_key(str(ps), include_retried)
+        start = cursor_offset(open_cursor(cursor, "failed_tasks", key), "failed_tasks")
         backend = get_backend()
         rec = backend.get_run(ps.flow, ps.run)
         a = assess(backend, rec, budget=max(DETAIL_BUDGET, start + limit))
@@ -66,7 +63,7 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
             total_retrying=sum(1 for c in candidates if c[2] == "retrying"),
             total_retried_ok=sum(1 for so in a.outcomes for _ in so.ok & so.failed),
             truncated=more,
-            next_cursor=encode_cursor("failed_tasks", {**bound, "i": start + limit}) if more else None,
+            next_cursor=make_cursor("failed_tasks", key, i=start + limit) if more else None,
             complete=a.complete,
             scanned=len(candidates),
             notes=[f"backend: {backend.kind}; run status {a.status}"] + a.notes,

@@ -6,10 +6,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import OTHER_USER, TEST_USER
 
 import metaflow_agent as ma
-
-from conftest import OTHER_USER, TEST_USER
 
 
 def _client_runs(flow: str, ns=None) -> list:

@@ -8,7 +8,13 @@ import pytest
 
 from metaflow_agent._datastore import LocalDatastore
 from metaflow_agent._outcomes import assess
-from metaflow_agent.backends.base import AttemptInfo, Backend, RunRecord, StepOutcomes, TaskDetail
+from metaflow_agent.backends.base import (
+    AttemptInfo,
+    Backend,
+    RunRecord,
+    StepOutcomes,
+    TaskDetail,
+)
 
 
 class TableBackend(Backend):

@@ -10,13 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from conftest import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
+from service_double import ServiceDouble
+from service_double.synth import register_simple_run, register_wide_run
 
 import metaflow_agent as ma
 from metaflow_agent._backend import reset_backends
-
-from conftest import FLOWS, S3_ENV, S3_PORT, TEST_USER, run_flow
-from service_double import ServiceDouble
-from service_double.synth import register_simple_run, register_wide_run
 
 MODES = ("master", "release")
 
@@ -40,16 +39,10 @@ def double():
 
 
 @dataclass
-class ServiceRuns:
-    wide: str
-    retry: str
-    crash: str
-    log: str
-    art_a: str
-    art_b: str
-    hello_ok: list[str]
-    hello_failed: str
-    agent_typed: str
+class ServiceRuns(LocalRuns):
+    """The same kinds of runs, on the service deployment; one ran under TYPE agent."""
+
+    agent_typed: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +66,8 @@ def service_runs(s3_server, double) -> ServiceRuns:
         wide = pool.submit(run_flow, "wide_flow.py", "--width", "30", "--failing", "3", "--max-workers", "6", env=env)
         log = pool.submit(run_flow, "log_flow.py", "--lines", "30000", env=env)
         retry, crash, art_a, art_b, h1, h2, hf, agent = pool.submit(small).result()
-        return ServiceRuns(wide.result(), retry, crash, log.result(), art_a, art_b, [h1, h2, agent], hf, agent)
+        root = S3_ENV["METAFLOW_DATASTORE_SYSROOT_S3"]
+        return ServiceRuns(root, wide.result(), retry, crash, log.result(), art_a, art_b, [h1, h2, agent], hf, agent)
 
 
 @pytest.fixture(params=MODES)

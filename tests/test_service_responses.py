@@ -9,12 +9,12 @@ import pytest
 import requests
 import responses
 from responses import matchers
+from service_double import ServiceDouble, captures
+from service_double.captures import Capture
 
 import metaflow_agent as ma
 from metaflow_agent._cost import metered
 from metaflow_agent.service import transport as transport_mod
-from service_double import ServiceDouble, captures
-from service_double.captures import Capture
 
 URL = "http://127.0.0.1:9"  # never contacted: responses intercepts
 
@@ -289,7 +289,9 @@ def test_latest_failed_runs_sequences(on_double):
 @pytest.mark.parametrize("mode", ["master", "release"])
 def test_provider_bulk_routes_are_bounded(on_double, mode):
     """The provider's run-level routes: the captured counts, cut to the limit and said so."""
-    from metaflow_extensions.agent.plugins.agent_metadata.provider import AgentMetadataProvider
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+        AgentMetadataProvider,
+    )
 
     double = on_double
     double.mode = mode

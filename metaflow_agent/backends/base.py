@@ -190,11 +190,6 @@ class Backend(ABC):
     def check_task(self, flow: str, run_id: str, step: str, task: str) -> None:
         """NotFound unless the task exists."""
 
-    def latest_attempt(self, flow: str, run_id: str, step: str, task: str) -> int:
-        """The latest attempt of a task."""
-        attempts = self.task_detail(flow, run_id, step, task).attempts
-        return max((a.attempt for a in attempts), default=0)
-
     def attempt_ended(self, flow: str, run_id: str, step: str, task: str, attempt: int) -> tuple[bool, int | None]:
         """Whether the runtime recorded the attempt's exit, and its return code."""
         rel = f"{flow}/{run_id}/{step}/{task}/{attempt}.runtime"
