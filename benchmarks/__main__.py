@@ -1,14 +1,17 @@
 """`python -m benchmarks`: build the data set, measure every question three ways, write the report.
 
-    python -m benchmarks            # widths 10/100/1,000, 100 and 2,000 runs (≈10-15 min on 2 cores)
-    python -m benchmarks --quick    # widths 10/100, 100 runs: a smoke test
-    python -m benchmarks --out DIR  # results elsewhere than benchmarks/results/
+    python -m benchmarks               # widths 10/100/1,000, 100 and 2,000 runs; local 200/2,000/20,000
+    python -m benchmarks --quick       # widths 10/100, 100 runs; local 200/2,000: a smoke test
+    python -m benchmarks --local-only  # only the local section (the other sections kept from results.json)
+    python -m benchmarks --out DIR     # results elsewhere than benchmarks/results/
 
 Three backends: local Metaflow (local metadata + local datastore) and the metadata service
 double (tests/service_double, loopback only) in its master and released-2.5.1 modes, with a
 local datastore. Three contenders per question: the naive Client API code, metaflow_agent,
 and the peer metaflow-mcp-server 0.5.0 (installed into its own virtual environment under the
-work folder). See benchmarks/README.md for what is measured and how.
+work folder). Then the local section (benchmarks/local.py): local Metaflow at 200 / 2,000 /
+20,000 tasks and runs, naive vs metaflow_agent vs the file-system floor, and the cold CLI.
+See benchmarks/README.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -207,16 +210,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="widths 10/100 and 100 runs, small log and artifact (a smoke test)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for results.json, REPORT.md and the plots")
     ap.add_argument("--work", default=None, help="work folder, kept at the end; its peer venv is reused (default: a temp folder, removed)")
+    ap.add_argument("--local-only", action="store_true", help="only the local section; the other sections are kept from the existing results.json")
+    ap.add_argument("--no-local", action="store_true", help="skip the local section (it is kept from the existing results.json)")
+    ap.add_argument("--local-cache", default=None, help="where the local worlds are built and kept (default: WORK/local-worlds with --work, "
+                    "else benchmarks/.work/local-worlds)")
+    ap.add_argument("--reps", type=int, default=7, help="local section: timed warm answers per question (median reported)")
+    ap.add_argument("--cold-reps", type=int, default=3, help="local section: timed answers after evicting the flow's files from the page cache (0: none)")
+    ap.add_argument("--budget", type=float, default=30.0, help="local section: seconds of repetitions per question and contender (at least one)")
     args = ap.parse_args(argv)
     quick = args.quick
+    local_sizes = [200, 2000] if quick else [200, 2000, 20000]
+    cache = Path(args.local_cache or (Path(args.work) / "local-worlds" if args.work else HERE / ".work" / "local-worlds")).resolve()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.local_only:
+        return _local_only(out, cache, local_sizes, args)
     widths = [10, 100] if quick else [10, 100, 1000]
     nruns = [100] if quick else [100, 2000]
     keep = args.work is not None
     work = Path(args.work or tempfile.mkdtemp(prefix="mfagent-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    say(f"work folder {work}; widths {widths}; runs {nruns}")
+    say(f"work folder {work}; widths {widths}; runs {nruns}; local sizes {'none' if args.no_local else local_sizes}")
 
     roots = {"local": work / "local", "service": work / "service"}
     for r in [*roots.values(), work / "client_cache"]:
@@ -283,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_s = time.perf_counter() - measure_started
     finally:
         double.stop()
+    local = _previous(out).get("local") if args.no_local else _run_local(work, cache, local_sizes, args, peer.python if peer_ok else None)
 
     meta = {
         "quick": quick,
@@ -298,9 +313,45 @@ def main(argv: list[str] | None = None) -> int:
     }
     from benchmarks.report import write_all
 
-    write_all(out, meta, results)
-    say(f"wrote {out}/results.json, REPORT.md, requests_vs_width.png/.svg")
+    write_all(out, meta, results, local)
+    say(f"wrote {out}/results.json, REPORT.md and the figures")
     if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _previous(out: Path) -> dict[str, Any]:
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _run_local(work: Path, cache: Path, sizes: list[int], args: argparse.Namespace, peer_python: Path | None) -> dict[str, Any]:
+    from benchmarks.local import run_local
+
+    return run_local(work, cache, sizes, reps=args.reps, cold_reps=args.cold_reps, budget_s=args.budget, cli_reps=5, say=say,
+                     peer_python=peer_python)
+
+
+def _local_only(out: Path, cache: Path, sizes: list[int], args: argparse.Namespace) -> int:
+    """Measure the local section only; keep the service sections of the existing results."""
+    prev = _previous(out)
+    if not prev:
+        say(f"no {out}/results.json to keep the other sections from: only the local section will be reported")
+    work = Path(args.work or tempfile.mkdtemp(prefix="mfagent-bench-local-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "metaflow_home").mkdir(exist_ok=True)
+    peer = Peer(Path(args.work).resolve() if args.work else HERE / ".work").start()  # its venv is reused when present
+    say(f"local section only: sizes {sizes}; worlds cached in {cache}; peer venv {peer.venv}")
+    peer_ok = peer.ready()
+    say("peer: " + (f"installed {peer.versions}" if peer_ok else f"NOT AVAILABLE: {peer.error}"))
+    local = _run_local(work, cache, sizes, args, peer.python if peer_ok else None)
+    meta = prev.get("meta") or {"quick": args.quick, "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                                                                  "cpus": os.cpu_count()}, "versions": _versions()}
+    from benchmarks.report import write_all
+
+    write_all(out, meta, prev.get("results", []), local)
+    say(f"wrote {out}/results.json, REPORT.md and the figures")
+    if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -1,4 +1,8 @@
-"""results.json, REPORT.md and the requests-vs-width plot from the measured results."""
+"""results.json, REPORT.md and the figures from the measured results; the README's tables.
+
+    python -m benchmarks.report [FOLDER]           # re-render REPORT.md and the figures from FOLDER/results.json
+    python -m benchmarks.report --readme [FOLDER]  # print the README's headline tables from results.json
+"""
 
 from __future__ import annotations
 
@@ -195,41 +199,6 @@ def targets(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     return out
 
 
-def plot(out: Path, results: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    backends = [b for b in ("local", "master", "release") if any(r["backend"] == b for r in results)]
-    fig, axes = plt.subplots(1, len(backends), figsize=(5 * len(backends), 4.2), squeeze=False)
-    style = {"naive": ("tab:red", "o"), "ours": ("tab:green", "s"), "peer": ("tab:blue", "^")}
-    for ax, backend in zip(axes[0], backends):
-        for c in CONTENDERS:
-            pts = sorted((r["x"], _cost_key(r)) for r in results
-                         if r["backend"] == backend and r["contender"] == c and r["usecase"] == "failed_tasks" and r["axis"] == "width"
-                         and "requests" in r)
-            pts = [(x, max(y, 1)) for x, y in pts if y is not None]
-            if pts:
-                color, marker = style[c]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=LABEL[c])
-                offset = {"naive": (6, -10), "ours": (6, 4), "peer": (-14, 7)}[c]
-                for x, y in pts:
-                    ax.annotate(f"{y:,}", (x, y), textcoords="offset points", xytext=offset, fontsize=7, color=color)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("foreach width (tasks in the step)")
-        ax.set_ylabel("files read" if backend == "local" else "metadata requests")
-        ax.set_title(f"failed tasks of a run — {BACKEND_LABEL[backend]}")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "requests_vs_width.png", dpi=120)
-    fig.savefig(out / "requests_vs_width.svg")
-    plt.close(fig)
-
-
 def _slim(r: dict[str, Any]) -> dict[str, Any]:
     r = dict(r)
     if isinstance(r.get("found"), list) and len(r["found"]) > 50:
@@ -237,19 +206,34 @@ def _slim(r: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def write_all(out: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
+def write_all(out: Path, meta: dict[str, Any], results: list[dict[str, Any]], local: dict[str, Any] | None = None) -> None:
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": [_slim(r) for r in results]}, indent=1, default=str))
-    plot(out, results)
-    (out / "REPORT.md").write_text(render(meta, results))
+    data: dict[str, Any] = {"meta": meta, "results": [_slim(r) for r in results]}
+    if local:
+        data["local"] = {**local, "rows": [_slim(r) for r in local["rows"]]}
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    from .figure import local_scaling, overview
+
+    overview(out, results, local)
+    local_scaling(out, local)
+    (out / "REPORT.md").write_text(render(meta, results, local))
 
 
-def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
+def render(meta: dict[str, Any], results: list[dict[str, Any]], local: dict[str, Any] | None = None) -> str:
+    lines = ["# Benchmark: what answering an agent's question costs", "", "![every question, every contender](benchmark.png)", ""]
+    if results:
+        lines += render_service(meta, results)
+    if local:
+        from .localreport import section
+
+        lines += [section(local), ""]
+    return "\n".join(lines)
+
+
+def render_service(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     peer = meta["peer"]
     w = meta["worlds"]["service"]
     lines = [
-        "# Benchmark: what answering an agent's question costs",
-        "",
         f"Generated {meta['generated']} by `python -m benchmarks{' --quick' if meta['quick'] else ''}` on "
         f"{meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, metaflow {meta['versions']['metaflow']} "
         f"(build {meta['build_seconds']:.0f} s, measurements {meta['measure_seconds']:.0f} s, total {meta['total_seconds']:.0f} s).",
@@ -285,7 +269,7 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
                   "`finished` is False for a task that raised, so a failed task or a run whose `end` step failed never "
                   "matches; its `search_runs` stops after scanning 200 runs, so a time window deeper than that returns "
                   "nothing (that is also why it sends only 2 requests there)."]
-    lines += ["", "## Scaling", "", "![requests vs width](requests_vs_width.png)", "", scaling_tables(results), ""]
+    lines += ["", "## Scaling", "", scaling_tables(results), ""]
     man = w["manifest"]
     lines += [
         "## The data set",
@@ -304,12 +288,74 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "Client's on-disk cache is emptied before every question.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
-if __name__ == "__main__":  # re-render REPORT.md and the plot from an existing results.json
+def readme_tables(data: dict[str, Any]) -> str:
+    """The README's headline tables, regenerated from results.json (service, then local at its largest size)."""
+    results, local = data.get("results", []), data.get("local")
+    out = []
+    if results:
+        ix = index(results)
+        sizes = _headline_sizes(results)
+        out += ["| question | metadata requests, service master<br>naive · **metaflow_agent** · peer | same on 2.5.1 | data read (master)<br>"
+                "naive · **metaflow_agent** | wall time (master)<br>naive, then **metaflow_agent** as a ratio |",
+                "|---|---|---|---|---|"]
+        for uc, title in USE_CASES:
+            if uc not in sizes:
+                continue
+            cells = []
+            for backend in ("master", "release"):
+                rs = [ix.get((backend, uc, sizes[uc], c)) for c in CONTENDERS]
+                cells.append(" · ".join(("**" + _n(r["requests"]) + "**" if c == "ours" else _n(r["requests"])) + _err(r) if r and "requests" in r else "–"
+                                        for c, r in zip(CONTENDERS, rs)))
+            nv, ours = ix.get(("master", uc, sizes[uc], "naive")), ix.get(("master", uc, sizes[uc], "ours"))
+            data_cell = f"{_b(_data(nv)) if nv else '–'} · **{_b(_data(ours)) if ours else '–'}**"
+            wall = f"{nv['wall_ms']:,.0f} ms · **{_ratio(ours['wall_ms'], nv['wall_ms'])}**" if nv and ours and "wall_ms" in nv and "wall_ms" in ours else "–"
+            out.append(f"| {title} ({sizes[uc]}) | {cells[0]} | {cells[1]} | {data_cell} | {wall} |")
+        diffs = [n for n in agreement(results) if n.startswith(LABEL["peer"])]
+        if diffs:
+            out += ["", f"The peer's answer differs from the naive code's in {len(diffs)} of {sum(1 for r in results if r['contender'] == 'peer')} "
+                        "measurements (see REPORT.md, \"Do the answers agree?\")."]
+    if local and local.get("rows"):
+        from . import localreport as lr
+
+        lx = lr.index(local)
+        n = max(local["sizes"])
+        has_peer = any(r["contender"] == "peer" for r in local["rows"])
+        cs = ["naive", "ours"] + (["peer"] if has_peer else []) + ["floor"]
+        out += ["", f"Local Metaflow at {n:,} tasks or runs (warm page cache; median of repeated answers):", "",
+                "| question | wall time<br>" + " · ".join(("**metaflow_agent**" if c == "ours" else lr.LABEL[c].split()[0]) for c in cs)
+                + " | metaflow_agent vs naive<br>(target ≥ 5× faster) | vs floor<br>(target ≤ 2×) | files opened + listed<br>naive · **metaflow_agent** · floor |",
+                "|---|---|---:|---:|---|"]
+        for q, _, title in lr.QUESTIONS:
+            r = {c: lx.get((q, n, c)) for c in cs}
+            wall = " · ".join(("**" + lr.ms(r[c]["wall_ms"]) + "**" if c == "ours" else lr.ms(r[c]["wall_ms"])) if r[c] and r[c].get("wall_ms") else "–" for c in cs)
+            o, nv, fl = r["ours"], r["naive"], r["floor"]
+            speed = f"{nv['wall_ms'] / o['wall_ms']:.1f}× faster" if o and nv and o.get("wall_ms") and nv.get("wall_ms") else "–"
+            over = f"{o['wall_ms'] / fl['wall_ms']:.1f}×" if o and fl and o.get("wall_ms") and fl.get("wall_ms") else "–"
+            fcell = " · ".join(("**" + _n(lr.files(r[c])) + "**" if c == "ours" else _n(lr.files(r[c]))) for c in ("naive", "ours", "floor"))
+            out.append(f"| {title} | {wall} | {speed} | {over} | {fcell} |")
+        cli = {(x["what"], x["size"]): x for x in local.get("cli", [])}
+        agent = cli.get(("metaflow-agent list-runs", n))
+        if agent:
+            py, mf = cli.get(("python -c pass", None)), cli.get(("python -c 'import metaflow'", None))
+            out += ["", f"Cold CLI (`metaflow-agent list-runs FLOW --status failed --limit 10 --json`, a fresh process, {n:,} runs): "
+                        f"{lr.ms(agent['wall_ms'])} (target < 500 ms); the floor in a fresh Python process "
+                        f"{lr.ms(cli.get(('floor (fresh process)', n), {}).get('wall_ms'))}; Python alone {lr.ms(py['wall_ms']) if py else '–'}, "
+                        f"`import metaflow` alone {lr.ms(mf['wall_ms']) if mf else '–'}."]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # re-render REPORT.md and the figures, or print the README tables, from results.json
     import sys
 
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    argv = sys.argv[1:]
+    readme = "--readme" in argv
+    argv = [a for a in argv if a != "--readme"]
+    folder = Path(argv[0] if argv else Path(__file__).parent / "results")
     data = json.loads((folder / "results.json").read_text())
-    write_all(folder, data["meta"], data["results"])
+    if readme:
+        print(readme_tables(data))
+    else:
+        write_all(folder, data["meta"], data["results"], data.get("local"))
