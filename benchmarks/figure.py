@@ -88,9 +88,18 @@ def _service_groups(results: list[dict[str, Any]], backend: str, key: str) -> tu
             vals[c] = float(r["requests"] if key == "requests" else r["wall_ms"])
             if c != "naive" and naive and "found" in naive and sorted(map(str, r.get("found") or [])) != sorted(map(str, naive.get("found") or [])):
                 marks[c] = "  ≠"
-        groups.append((f"{SHORT.get(uc, uc)}\n({sizes[uc].replace('width=', 'foreach of ').replace('runs=', '').replace('log=', '').replace('artifact=', '')}"
-                       + (" runs)" if sizes[uc].startswith("runs=") else ")"), vals, marks))
+        groups.append((f"{SHORT.get(uc, uc)}\n({_size_text(sizes[uc])})", vals, marks))
     return groups, contenders
+
+
+def _size_text(size: str) -> str:
+    """'width=1000' → 'a foreach of 1,000 tasks'; 'runs=2000' → '2,000 runs'; 'log=35.5 MB' → '35.5 MB log'."""
+    kind, _, value = size.partition("=")
+    if kind == "width":
+        return f"a foreach of {int(value):,} tasks"
+    if kind == "runs":
+        return f"{int(value):,} runs"
+    return f"{value} {kind}" if kind in ("log", "artifact") else size
 
 
 def _local_groups(local: dict[str, Any], key: str) -> tuple[list[tuple[str, dict, dict]], list[str], int]:
@@ -195,6 +204,7 @@ def local_scaling(out: Path, local: dict[str, Any] | None) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as mt
     from matplotlib.lines import Line2D
 
     ix = lr.index(local)
@@ -223,6 +233,9 @@ def local_scaling(out: Path, local: dict[str, Any] | None) -> list[str]:
                         arrowprops={"arrowstyle": "-", "color": COLOR[c], "lw": 0.5} if y != v else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_locator(mt.NullLocator())
+        ax.yaxis.set_minor_locator(mt.NullLocator())
+        ax.yaxis.set_major_formatter(mt.FuncFormatter(lambda v, _: _tick(v, True)))
         ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 9)
         lo = min(v for v, _ in ends) if ends else 1
         hi = max(placed) if ends else 10

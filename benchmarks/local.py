@@ -147,6 +147,7 @@ def run_local(work: Path, cache: Path, sizes: list[int], *, reps: int, cold_reps
     """Build or reuse the worlds, measure every question three ways and the cold CLI."""
     t0 = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
+    (work / "metaflow_home").mkdir(parents=True, exist_ok=True)
     root_dir = sysroot(str(cache))
     ds_root = os.path.join(root_dir, ".metaflow")
     env = local_env(root_dir, work)

@@ -39,7 +39,7 @@ def times(a: float | None, b: float | None) -> str:
     if a is None or not b:
         return "–"
     r = a / b
-    return f"{r:.0f}×" if r >= 10 else (f"{r:.1f}×" if r >= 1 else f"{r:.2f}×")
+    return f"{r:,.0f}×" if r >= 10 else (f"{r:.1f}×" if r >= 1 else f"{r:.2f}×")
 
 
 def index(local: dict[str, Any]) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -69,8 +69,8 @@ def tables(local: dict[str, Any]) -> str:
     parts = []
     for q, _, title in QUESTIONS:
         parts += [f"### {title}", "",
-                  "| size | contender | warm (median) | cold | time vs naive | vs floor | files opened | listings | bytes read | answer | same answer as naive |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| size | contender | warm wall (median) | warm CPU | cold wall | wall ÷ naive | wall ÷ floor | CPU ÷ naive | CPU ÷ floor | files opened | listings | bytes read | answer | same answer as naive |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for n in local["sizes"]:
             naive, floor = ix.get((q, n, "naive")), ix.get((q, n, "floor"))
             for c in ORDER:
@@ -80,10 +80,13 @@ def tables(local: dict[str, Any]) -> str:
                 warm = r.get("wall_ms")
                 reps = len(r.get("warm_ms") or [])
                 cold = r.get("cold_wall_ms")
+                cpu = r.get("cpu_ms")
                 parts.append(
-                    f"| {size_label(q, n)} | {LABEL[c]} | {ms(warm)}{f' (n={reps})' if reps else ''} | {ms(cold)} | "
+                    f"| {size_label(q, n)} | {LABEL[c]} | {ms(warm)}{f' (n={reps})' if reps else ''} | {ms(cpu)} | {ms(cold)} | "
                     f"{times(warm, naive.get('wall_ms') if naive else None) if c != 'naive' else '1'} | "
                     f"{times(warm, floor.get('wall_ms') if floor else None) if c != 'floor' else '1'} | "
+                    f"{times(cpu, naive.get('cpu_ms') if naive else None) if c != 'naive' else '1'} | "
+                    f"{times(cpu, floor.get('cpu_ms') if floor else None) if c != 'floor' else '1'} | "
                     f"{r.get('opens', '–'):,} | {r.get('listings', '–'):,} | {nbytes(r.get('bytes'))} | {nbytes(r.get('output_bytes'))} | "
                     f"{same(r, naive) if c != 'naive' else '–'} |"
                 )
@@ -103,10 +106,13 @@ def targets(local: dict[str, Any]) -> list[str]:
                 continue
             speed, over = nv["wall_ms"] / o["wall_ms"], o["wall_ms"] / fl["wall_ms"]
             ok = speed >= TARGET_SPEEDUP and over <= TARGET_FLOOR
+            cpu = ""
+            if o.get("cpu_ms") and nv.get("cpu_ms") and fl.get("cpu_ms"):
+                cpu = f" (CPU time: {nv['cpu_ms'] / o['cpu_ms']:.1f}× faster, {o['cpu_ms'] / fl['cpu_ms']:.1f}× the floor)"
             out.append(f"{title}, {size_label(q, n)}: {speed:.1f}× faster than naive (target ≥ {TARGET_SPEEDUP:.0f}×), "
-                       f"{over:.1f}× the floor (target ≤ {TARGET_FLOOR:.0f}×): {'met' if ok else 'NOT met'}")
+                       f"{over:.1f}× the floor (target ≤ {TARGET_FLOOR:.0f}×){cpu}: {'met' if ok else 'NOT met'}")
     lo, hi = min(local["sizes"]), max(local["sizes"])
-    for q in RUN_QUESTIONS:
+    for q in RUN_QUESTIONS if hi > lo else ():
         a, b = ix.get((q, lo, "ours")), ix.get((q, hi, "ours"))
         if not (a and b) or a.get("wall_ms") is None or b.get("wall_ms") is None:
             continue
@@ -124,7 +130,7 @@ def targets(local: dict[str, Any]) -> list[str]:
 
 def cli_table(local: dict[str, Any]) -> str:
     ix = index(local)
-    lines = ["| what (a fresh process each time) | runs | wall time (median) | runs measured | same answer as naive |", "|---|---:|---:|---|---|"]
+    lines = ["| what (a fresh process each time) | runs in the flow | wall time (median) | each run | same answer as naive |", "|---|---:|---:|---|---|"]
     naive = {r["size"]: r for r in local.get("cli", []) if r["what"].startswith("naive")}
     for r in local.get("cli", []):
         agree = "–"
@@ -161,7 +167,8 @@ def section(local: dict[str, Any]) -> str:
         f"{local['budget_s']:.0f} s (at least one). Files and bytes come from one more answer under the audit-hook probe "
         "(`metaflow_agent._fileprobe`): files opened for reading and directory listings under the root; bytes are exact for "
         "metaflow_agent (its meter) and the floor (its counter), size-at-open for the naive code and the peer (they read whole files). "
-        "The Client's on-disk cache is emptied before every naive and peer answer.",
+        "The Client's on-disk cache is emptied before every naive and peer answer. **CPU** is the answering process's user + system "
+        "time: it leaves out the waits for a CPU that the shared machine's load adds to wall time.",
         "",
         f"Machine: shared, 2 CPUs; 1-minute load average while measuring {min(loads):.1f}–{max(loads):.1f} (other sessions' work): "
         "ratios within one size were measured minutes apart, contenders taking turns; absolute times are noisy." if loads else "",

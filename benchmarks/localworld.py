@@ -1,12 +1,12 @@
 """Local Metaflow worlds of 200 / 2,000 / 20,000 tasks and runs, written fast and checked exact.
 
-Metaflow's own writers (`synth.RunWriter`: `LocalMetadataProvider` + `TaskDataStore`) take
-about 40 ms a task: a 20,000-run flow (60,000 tasks) would take 40 minutes. `FastWriter`
-writes the same files directly, in the same formats, in the same order of clock calls: with
+Metaflow's own writers (`synth.RunWriter`: `LocalMetadataProvider` + `TaskDataStore`) took
+13 s for 200 tasks and 100 runs on the 2-CPU machine (FastWriter: 1.5 s); the 20,000 worlds
+would take about half an hour through them. `FastWriter` writes the same files directly, in the same formats, in the same order of clock calls: with
 the same synthetic clock it produces the same run ids, task ids, file names and timestamps as
 `RunWriter`. `verify_sample()` builds one sample of every shape both ways and compares every
 file (JSON parsed, tag lists as sets; logs with MFLOG stamps and line ids elided; blobs
-decompressed and unpickled; artifacts drawn from `os.urandom` and the exception's traceback
+decompressed; artifacts drawn from `os.urandom` and the exception's traceback
 compared by type and size only); every build runs it first and stops on any difference.
 
 Worlds are cached under the work folder, keyed by `WORLD_VERSION` and the size:
@@ -67,12 +67,14 @@ class FastWriter:
     point (provider, metadata helpers, TaskDataStore), so both writers stamp alike.
     """
 
-    def __init__(self, flow: str, ds_root: str, clock: SynthClock, *, user: str = USER) -> None:
+    def __init__(self, flow: str, ds_root: str, clock: SynthClock, *, user: str | None = None) -> None:
         import metaflow
+        from metaflow.util import get_username
 
         self.flow = flow
         self.root = ds_root
         self.clock = clock
+        user = user or get_username() or USER  # who Metaflow's writers would name in this environment
         self.user = user
         self.script = f"{flow.lower()}.py"
         pyver = "%d.%d.%d" % sys.version_info[:3]

@@ -14,8 +14,11 @@ lead can port it after the restructure:
 - runs:   run questions ordered by the flow folder's listing (local run ids are creation times
           in microseconds): records read only for runs that can be in the answer; a time window
           bounded by the ids before any record is read.
+- conf:   the backend chosen from METAFLOW_* variables without importing Metaflow when they name
+          a local deployment (Metaflow's config module is imported only to fall back on it).
 
     python -m benchmarks.prototype_local [--sizes 2000,20000] [--reps 5]   # baseline vs each patch vs all
+    python -m benchmarks.prototype_local --cli [--sizes 2000]             # the cold CLI, with and without
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-PATCHES = ("path", "read", "names", "runs")
+PATCHES = ("path", "read", "names", "runs", "conf")
 SINCE_SLACK_MS = 60_000  # a local run's record is written right after its id is taken
 
 
@@ -200,10 +204,74 @@ def _patch_runs() -> None:
     local.LocalBackend.scan_runs = scan_runs  # type: ignore[method-assign]
 
 
+def _patch_conf() -> None:
+    from metaflow_agent import _backend
+
+    plain = _backend._conf
+
+    def conf(name: str) -> str | None:
+        # Environment first (as Metaflow does); Metaflow's own config only when the environment is silent.
+        value = os.environ.get(f"METAFLOW_{name}")
+        if value or name in ("SERVICE_URL", "DATASTORE_SYSROOT_S3") and os.environ.get("METAFLOW_DEFAULT_METADATA") == "local":
+            return value
+        return plain(name)
+
+    _backend._conf = conf  # type: ignore[assignment]
+
+
 def apply(patches: list[str]) -> None:
     """Apply the named prototype patches to metaflow_agent in this process."""
     for name in patches:
-        {"path": _patch_path, "read": _patch_read, "names": _patch_names, "runs": _patch_runs}[name]()
+        {"path": _patch_path, "read": _patch_read, "names": _patch_names, "runs": _patch_runs, "conf": _patch_conf}[name]()
+
+
+def cli_main(patches: list[str], argv: list[str]) -> int:
+    """`metaflow-agent ARGV` in this process with the patches applied (the cold-CLI prototype)."""
+    apply(patches)
+    from metaflow_agent.cli import main as cli
+
+    return cli(argv)
+
+
+def cli_prototype(env: dict[str, str], worlds: dict[str, Any], sizes: list[int], reps: int) -> list[dict[str, Any]]:
+    """Fresh processes, wall and CPU time: the CLI as it is, with `conf`, with every patch; and their parts."""
+    import resource
+    import statistics
+    import subprocess
+
+    from .local import REPO
+
+    rows = []
+
+    def run(label: str, cmd: list[str]) -> None:
+        wall, cpu = [], []
+        for _ in range(reps):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=600)
+            wall.append((time.perf_counter() - t0) * 1000)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000)
+            if proc.returncode:
+                raise RuntimeError(f"{label}: {proc.stderr[-500:]}")
+        rows.append({"what": label, "wall_ms": round(statistics.median(wall), 1), "cpu_ms": round(statistics.median(cpu), 1)})
+        print(f"{label:60} {statistics.median(wall):8.0f} ms wall {statistics.median(cpu):8.0f} ms CPU (median of {reps})", file=sys.stderr, flush=True)
+
+    py = sys.executable
+    run("python -c pass", [py, "-c", "pass"])
+    run("python -c 'import pydantic'", [py, "-c", "import pydantic"])
+    run("python -c 'import metaflow'", [py, "-c", "import metaflow"])
+    run("python -c 'import metaflow_agent'", [py, "-c", "import metaflow_agent"])
+    run("python -c 'import metaflow_agent.cli'", [py, "-c", "import metaflow_agent.cli"])
+    run("metaflow-agent --help", [str(Path(py).parent / "metaflow-agent"), "--help"])
+    for n in sizes:
+        flow = worlds[f"runs-{n}"]["flow"]
+        args = ["list-runs", flow, "--status", "failed", "--limit", "10", "--no-namespace", "--json"]
+        run(f"metaflow-agent list-runs ({n:,} runs)", [str(Path(py).parent / "metaflow-agent"), *args])
+        for patches in (["conf"], ["conf", "runs"], ["conf", "runs", "path", "read"]):
+            code = f"import sys; from benchmarks.prototype_local import cli_main; sys.exit(cli_main({patches!r}, {args!r}))"
+            run(f"list-runs ({n:,} runs) + {'+'.join(patches)}", [py, "-c", code])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(Path(__file__).parent / ".work" / "local-worlds"))
     ap.add_argument("--variants", default="base,path,read,names,runs,all")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cli", action="store_true", help="measure the cold CLI prototypes instead")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     root_dir = sysroot(str(Path(args.cache).resolve()))
@@ -224,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     worlds = {f"{k}-{n}": json.loads(Path(root_dir, f"{k}-{n}.json").read_text()) for k in ("tasks", "runs") for n in sizes}
     work = Path(tempfile.mkdtemp(prefix="mfagent-proto-"))
     env = local_env(root_dir, work)
+    if args.cli:
+        (work / "metaflow_home").mkdir()
+        rows = cli_prototype(env, worlds, sizes, args.reps)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        for r in rows:
+            print(f"| {r['what']} | {r['wall_ms']:,.0f} | {r['cpu_ms']:,.0f} |")
+        return 0
     variants = {"base": [], "all": list(PATCHES), **{p: [p] for p in PATCHES}}
     chosen = [v for v in args.variants.split(",") if v in variants]
     rows: list[dict[str, Any]] = []
@@ -237,13 +314,14 @@ def main(argv: list[str] | None = None) -> int:
                           lambda s: print(f"{label:22} {s}", file=sys.stderr, flush=True))
             for c in cases:
                 r = res.get(c["id"], {})
-                rows.append({"size": n, "question": c["question"], "variant": label, "wall_ms": r.get("wall_ms"), "found": r.get("found"),
+                rows.append({"size": n, "question": c["question"], "variant": label, "wall_ms": r.get("wall_ms"), "cpu_ms": r.get("cpu_ms"), "found": r.get("found"),
                              "opens": r.get("opens"), "listings": r.get("listings"), "error": r.get("error")})
     del REPO
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
     ix = {(r["size"], r["question"], r["variant"]): r for r in rows}
     labels = ["floor"] + ["+".join(variants[v]) or "base" for v in chosen]
+    print("wall / CPU ms (medians); ≠: the answer differs from the unpatched code's")
     print("| size | question | " + " | ".join(labels) + " |")
     print("|---|---|" + "---:|" * len(labels))
     for n in sizes:
@@ -253,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for lab in labels:
                 r = ix.get((n, q, lab), {})
                 flag = "" if lab in ("floor", "base") or r.get("found") == base else " ≠"
-                cells.append(f"{r['wall_ms']:,.1f}{flag}" if r.get("wall_ms") is not None else str(r.get("error"))[:30])
+                cells.append(f"{r['wall_ms']:,.1f} / {r['cpu_ms']:,.1f}{flag}" if r.get("wall_ms") is not None else str(r.get("error"))[:30])
             print(f"| {n:,} | {q} | " + " | ".join(cells) + " |")
     return 0
 
