@@ -214,10 +214,12 @@ def local_scaling(out: Path, local: dict[str, Any] | None) -> list[str]:
     marker = {"naive": "o", "ours": "s", "peer": "^", "floor": "D"}
     for ax, (q, kind, title) in zip([a for row in axes for a in row], LOCAL_QUESTIONS):
         ends = []
+        values: list[float] = []
         for c in contenders:
             pts = [(n, ix[(q, n, c)]["wall_ms"]) for n in sizes if (q, n, c) in ix and ix[(q, n, c)].get("wall_ms")]
             if not pts:
                 continue
+            values += [p[1] for p in pts]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker[c], color=COLOR[c], linewidth=1.6, markersize=5)
             ends.append((pts[-1][1], c))
         # Labels at the right end, nudged apart so none overlaps (log spacing).
@@ -237,8 +239,8 @@ def local_scaling(out: Path, local: dict[str, Any] | None) -> list[str]:
         ax.yaxis.set_minor_locator(mt.NullLocator())
         ax.yaxis.set_major_formatter(mt.FuncFormatter(lambda v, _: _tick(v, True)))
         ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 9)
-        lo = min(v for v, _ in ends) if ends else 1
-        hi = max(placed) if ends else 10
+        lo = min(values) if values else 1
+        hi = max(placed + values) if values else 10
         ax.set_ylim(lo / 3, hi * 3)
         ax.set_xticks(sizes)
         ax.set_xticklabels([f"{n:,}" for n in sizes], fontsize=8)
