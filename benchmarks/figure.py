@@ -132,6 +132,8 @@ def _tick(v: float, is_time: bool) -> str:
     """Axis ticks a newcomer reads: 1 · 10 · 1,000 · 100k, or 1 ms · 100 ms · 10 s."""
     if is_time:
         return f"{v / 1000:g} s" if v >= 1000 else f"{v:g} ms"
+    if v >= 1_000_000:
+        return f"{v / 1_000_000:g}M"
     return f"{v / 1000:g}k" if v >= 10_000 else f"{v:,.0f}" if v >= 1 else f"{v:g}"
 
 

@@ -1,6 +1,7 @@
 """Where metaflow_agent's time goes on local Metaflow: cProfile, system calls, imports.
 
     python -m benchmarks.profile_local [--sizes 2000,20000] [--cache DIR] [--out FILE.json]
+    python -m benchmarks.profile_local --markdown A.json [B.json ...] > PROFILE.md
 
 Per question and size (the local section's worlds, built or reused), in fresh processes:
 - cProfile of one answer after a warm-up answer: total, own time of the hottest functions,
@@ -32,7 +33,7 @@ from .localcases import QUESTIONS
 from .localworld import sysroot
 
 SUSPECTS = {
-    "os.path.realpath": ("posixpath.py", "realpath"),
+    "os.path.realpath": ("<frozen posixpath>", "realpath"),
     "read_small": ("_datastore.py", "read_small"),
     "LocalDatastore.read": ("_datastore.py", "read"),
     "LocalDatastore.list": ("_datastore.py", "list"),
@@ -142,11 +143,67 @@ def cli_profile(env: dict[str, str], world: dict[str, Any], work: Path) -> dict[
     os.unlink(trace)
     mf = subprocess.run([sys.executable, "-c", "import metaflow_agent.cli, sys; print('metaflow' in sys.modules)"], env=env, cwd=str(REPO),
                         capture_output=True, text=True)
-    return {"imports_top": top, "cli_syscalls": counts, "cli_imports_metaflow_at_import": mf.stdout.strip()}
+    return {"flow": world["flow"], "imports_top": top, "cli_syscalls": counts, "cli_imports_metaflow_at_import": mf.stdout.strip()}
+
+
+def markdown(data: list[dict[str, Any]]) -> str:
+    """The profile's tables, from one or more JSON outputs."""
+    qs: dict[str, Any] = {}
+    cli = None
+    loads = []
+    for d in data:
+        qs.update(d["questions"])
+        cli = d.get("cli") or cli
+        loads.append(d.get("loadavg", [0])[0])
+    out = ["# Where metaflow_agent's time goes on local Metaflow", "",
+           "Measured by `python -m benchmarks.profile_local` on the local section's worlds (fresh process per row, one warm-up "
+           f"answer first; 1-minute load average {min(loads):.1f}–{max(loads):.1f} on 2 shared CPUs, so the cProfile times are "
+           "noisy and inflated by the profiler; the system-call counts are exact).", "",
+           "## metaflow_agent under cProfile (one warm answer)", "",
+           "| question @ size | total | os.path.realpath | read_small | LocalDatastore.list | json.loads | _run_record (run records) | _meta_rows |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def share(cp: dict[str, Any], name: str) -> str:
+        x = cp.get("suspects", {}).get(name)
+        if not x:
+            return "–"
+        return f"{x['cum_s'] * 1000:,.0f} ms ({x['cum_s'] / cp['total_s'] * 100:.0f} %), {x['calls']:,} calls"
+
+    for key, row in qs.items():
+        cp = row["cprofile"]
+        if "error" in cp:
+            out.append(f"| {key} | {cp['error'][:80]} ||||||| ")
+            continue
+        out.append(f"| {key} | {cp['total_s'] * 1000:,.0f} ms | {share(cp, 'os.path.realpath')} | {share(cp, 'read_small')} | "
+                   f"{share(cp, 'LocalDatastore.list')} | {share(cp, 'json.loads')} | {share(cp, '_run_record')} | {share(cp, '_meta_rows')} |")
+    out += ["", "## System calls of one answer (strace -f, between two marker calls)", "",
+            "| question @ size | contender | stat (newfstatat) | openat | getdents64 | read | lseek | ioctl | mmap + mremap + munmap | all |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, row in qs.items():
+        for c, sc in row.get("syscalls", {}).items():
+            if not sc or "error" in sc:
+                continue
+            mm = sc.get("mmap", 0) + sc.get("mremap", 0) + sc.get("munmap", 0)
+            out.append(f"| {key} | {c} | {sc.get('newfstatat', 0) + sc.get('stat', 0) + sc.get('lstat', 0):,} | {sc.get('openat', 0):,} | "
+                       f"{sc.get('getdents64', 0):,} | {sc.get('read', 0):,} | {sc.get('lseek', 0):,} | {sc.get('ioctl', 0):,} | {mm:,} | {sum(sc.values()):,} |")
+    if cli:
+        sc = cli["cli_syscalls"]
+        out += ["", "## The cold CLI", "",
+                f"One `metaflow-agent list-runs {cli.get('flow', 'FLOW')} --status failed --limit 10 --no-namespace --json` process, start to exit: "
+                + ", ".join(f"{k} {v:,}" for k, v in list(sc.items())[:10]) + f" ({sum(sc.values()):,} system calls in all).", "",
+                "`python -X importtime -c 'import metaflow_agent.cli'`, largest cumulative imports (Metaflow itself is imported later, "
+                f"on the first call; imported at CLI import: {cli['cli_imports_metaflow_at_import']}):", "",
+                "| module | cumulative | self |", "|---|---:|---:|"]
+        for r in cli["imports_top"][:15]:
+            out.append(f"| `{r['module'].strip()}` | {r['cum_us'] / 1000:,.1f} ms | {r['self_us'] / 1000:,.1f} ms |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--markdown":
+        print(markdown([json.loads(Path(p).read_text()) for p in argv[1:]]), end="")
+        return 0
     if argv and argv[0] == "--child":
         child(argv[1], argv[2], argv[3], json.loads(argv[4]), argv[5])
         return 0
@@ -155,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(Path(__file__).parent / ".work" / "local-worlds"))
     ap.add_argument("--out", default=None, help="write the numbers here as JSON")
     ap.add_argument("--skip-naive-strace", action="store_true")
+    ap.add_argument("--no-strace", action="store_true", help="cProfile only")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     cache = Path(args.cache).resolve()
@@ -172,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases_for(worlds, sizes):
             key = f"{case['question']}@{case['size']}"
             row: dict[str, Any] = {"cprofile": _run_child("cprofile", "ours", case, env, ds_root, work)}
-            if shutil.which("strace"):
+            if shutil.which("strace") and not args.no_strace:
                 row["syscalls"] = {c: _run_child("strace", c, case, env, ds_root, work)
                                    for c in ("ours", "floor", "naive") if not (c == "naive" and args.skip_naive_strace)}
             out["questions"][key] = row
@@ -180,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             sc = row.get("syscalls", {})
             print(f"{key:28} cProfile {cp.get('total_s', 0) * 1000:8.0f} ms  "
                   + "  ".join(f"{c}: " + ", ".join(f"{k} {v}" for k, v in list((s or {}).items())[:5]) for c, s in sc.items()), flush=True)
-        out["cli"] = cli_profile(env, worlds[f"runs-{sizes[0]}"], work)
+        if not args.no_strace:
+            out["cli"] = cli_profile(env, worlds[f"runs-{sizes[0]}"], work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.out:

@@ -332,7 +332,7 @@ def readme_tables(data: dict[str, Any]) -> str:
             r = {c: lx.get((q, n, c)) for c in cs}
             wall = " · ".join(("**" + lr.ms(r[c]["wall_ms"]) + "**" if c == "ours" else lr.ms(r[c]["wall_ms"])) if r[c] and r[c].get("wall_ms") else "–" for c in cs)
             o, nv, fl = r["ours"], r["naive"], r["floor"]
-            speed = f"{lr.times(nv['wall_ms'], o['wall_ms'])} faster" if o and nv and o.get("wall_ms") and nv.get("wall_ms") else "–"
+            speed = lr.faster(nv["wall_ms"], o["wall_ms"]) if o and nv and o.get("wall_ms") and nv.get("wall_ms") else "–"
             over = lr.times(o['wall_ms'], fl['wall_ms']) if o and fl and o.get("wall_ms") and fl.get("wall_ms") else "–"
             fcell = " · ".join(("**" + _n(lr.files(r[c])) + "**" if c == "ours" else _n(lr.files(r[c]))) for c in ("naive", "ours", "floor"))
             out.append(f"| {title} | {wall} | {speed} | {over} | {fcell} |")
