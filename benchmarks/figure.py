@@ -177,12 +177,14 @@ def overview(out: Path, results: list[dict[str, Any]], local: dict[str, Any] | N
                 _bars(axes[ri][pi], groups, cs, fmt, xlabel, show_labels=pi == 0)
             axes[ri][0].set_title("Metadata service (test double on 127.0.0.1), largest size measured", loc="left", fontsize=10, fontweight="bold")
         else:
-            groups_f, cs, n = _local_groups(local, "files")  # type: ignore[arg-type]
-            groups_t, _, _ = _local_groups(local, "wall")  # type: ignore[arg-type]
+            assert local is not None
+            lx = lr.index(local)
+            groups_f, cs, n = _local_groups(local, "files")
+            groups_t, _, _ = _local_groups(local, "wall")
             used.update(cs)
             _bars(axes[ri][0], groups_f, cs, _fmt_count, "files opened + folders listed (local)", show_labels=True)
             _bars(axes[ri][1], groups_t, cs, _ms, "wall time, warm page cache (local)", show_labels=False)
-            cold = [(g, {c: (lr.index(local).get((q, n, c)) or {}).get("cold_wall_ms") for c in cs}, m)  # type: ignore[union-attr]
+            cold = [(g, {c: (lx.get((q, n, c)) or {}).get("cold_wall_ms") for c in cs}, m)
                     for (g, _, m), (q, _, _) in zip(groups_t, LOCAL_QUESTIONS)]
             _bars(axes[ri][2], cold, cs, _ms, "wall time, file data evicted from the page cache (local)", show_labels=False)
             axes[ri][0].set_title(f"Local Metaflow (local metadata + datastore), {n:,} tasks or runs", loc="left", fontsize=10, fontweight="bold")

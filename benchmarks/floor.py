@@ -111,7 +111,7 @@ def _walk_outcomes(run_dir: str) -> dict[str, Any]:
     """Every task's outcome in one pass: counts per step, the failed tasks and the retried ones."""
     out: dict[str, Any] = {"steps": [], "failed": [], "retried_ok": [], "crashed": [], "newest_ms": 0}
     for step in _steps(run_dir):
-        counts = {"step": step, "tasks": 0, "completed": 0, "failed": 0, "crashed": 0, "retried_ok": 0}
+        counts: dict[str, Any] = {"step": step, "tasks": 0, "completed": 0, "failed": 0, "crashed": 0, "retried_ok": 0}
         for task in _tasks(run_dir, step):
             meta = os.path.join(run_dir, step, task, "_meta")
             value, attempt, ts, names, _ = _task_outcome(meta)

@@ -49,7 +49,7 @@ def local_env(sysroot_dir: str, work: Path) -> dict[str, str]:
 
 
 def cases_for(worlds: dict[str, dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
-    cases = []
+    cases: list[dict[str, Any]] = []
     for n in sizes:
         for q, kind, _ in QUESTIONS:
             w = worlds[f"{kind}-{n}"]

@@ -95,14 +95,14 @@ def run_ours(q: str, a: dict[str, Any]) -> tuple[str, list]:
         s = ma.run_summary(a["run"])
         return s.model_dump_json(), sorted([x.step, x.tasks, x.completed] for x in s.steps)
     if q == "latest_failed_runs":
-        r = ma.list_runs(a["flow"], status="failed", limit=10, namespace=None)
-        return r.model_dump_json(), [x.run_id for x in r.runs]
+        runs = ma.list_runs(a["flow"], status="failed", limit=10, namespace=None)
+        return runs.model_dump_json(), [x.run_id for x in runs.runs]
     if q == "runs_in_range":
-        r = ma.list_runs(a["flow"], since=_iso(a["since_ms"]), until=_iso(a["until_ms"]), limit=100, namespace=None)
-        return r.model_dump_json(), sorted([x.run_id, x.status == "completed"] for x in r.runs)
+        runs = ma.list_runs(a["flow"], since=_iso(a["since_ms"]), until=_iso(a["until_ms"]), limit=100, namespace=None)
+        return runs.model_dump_json(), sorted([x.run_id, x.status == "completed"] for x in runs.runs)
     if q == "artifact_search":
-        r = ma.search_artifacts(a["flow"], name=a["name"], runs=10, namespace=None)
-        return r.model_dump_json(), sorted(h.task for h in r.hits)
+        hits = ma.search_artifacts(a["flow"], name=a["name"], runs=10, namespace=None)
+        return hits.model_dump_json(), sorted(h.task for h in hits.hits)
     if q == "log_tail":
         t = ma.task_logs(a["task"], tail=50)
         return t.model_dump_json(), [ln.text for ln in t.lines]
@@ -132,7 +132,7 @@ def floor_runner(root: str) -> Callable[[str, dict[str, Any]], tuple[str, list]]
     from . import floor as f
 
     def run(q: str, a: dict[str, Any]) -> tuple[str, list]:
-        out = f.QUESTIONS[q](root, a)
+        out: Any = f.QUESTIONS[q](root, a)
         text = _dump(out)
         if q == "failed_tasks":
             return text, sorted(x["task"] for x in out["failed"])

@@ -115,6 +115,7 @@ def main(plan_path: str) -> None:
     from benchmarks.localcases import floor_runner, run_naive, run_ours, run_peer
 
     clear: Callable[[], None] = lambda: None
+    runner: Callable[[str, dict[str, Any]], tuple[str, list]]
     if contender in ("naive", "peer"):
         from metaflow import namespace
 

@@ -129,7 +129,7 @@ def _run_child(mode: str, contender: str, case: dict[str, Any], env: dict[str, s
 
 def cli_profile(env: dict[str, str], world: dict[str, Any], work: Path) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import metaflow_agent.cli"], env=env, cwd=str(REPO), capture_output=True, text=True)
-    imports = []
+    imports: list[dict[str, Any]] = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
         if len(parts) == 3 and parts[1].strip().isdigit():
@@ -155,6 +155,7 @@ def markdown(data: list[dict[str, Any]]) -> str:
         qs.update(d["questions"])
         cli = d.get("cli") or cli
         loads.append(d.get("loadavg", [0])[0])
+        loads += [x[0] for x in d.get("loadavg_strace", [])]
     out = ["# Where metaflow_agent's time goes on local Metaflow", "",
            "Measured by `python -m benchmarks.profile_local` on the local section's worlds (fresh process per row, one warm-up "
            f"answer first; 1-minute load average {min(loads):.1f}–{max(loads):.1f} on 2 shared CPUs, so the cProfile times are "

@@ -295,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     env = local_env(root_dir, work)
     if args.cli:
         (work / "metaflow_home").mkdir()
-        rows = cli_prototype(env, worlds, sizes, args.reps)
+        cli_rows = cli_prototype(env, worlds, sizes, args.reps)
         if args.out:
-            Path(args.out).write_text(json.dumps(rows, indent=1))
-        for r in rows:
+            Path(args.out).write_text(json.dumps(cli_rows, indent=1))
+        for r in cli_rows:
             print(f"| {r['what']} | {r['wall_ms']:,.0f} | {r['cpu_ms']:,.0f} |")
         return 0
     variants = {"base": [], "all": list(PATCHES), **{p: [p] for p in PATCHES}}

@@ -330,7 +330,8 @@ def readme_tables(data: dict[str, Any]) -> str:
                 "|---|---|---:|---:|---|"]
         for q, _, title in lr.QUESTIONS:
             r = {c: lx.get((q, n, c)) for c in cs}
-            wall = " · ".join(("**" + lr.ms(r[c]["wall_ms"]) + "**" if c == "ours" else lr.ms(r[c]["wall_ms"])) if r[c] and r[c].get("wall_ms") else "–" for c in cs)
+            walls = {c: (x or {}).get("wall_ms") for c, x in r.items()}
+            wall = " · ".join(("**" + lr.ms(walls[c]) + "**" if c == "ours" else lr.ms(walls[c])) if walls[c] else "–" for c in cs)
             o, nv, fl = r["ours"], r["naive"], r["floor"]
             speed = lr.faster(nv["wall_ms"], o["wall_ms"]) if o and nv and o.get("wall_ms") and nv.get("wall_ms") else "–"
             over = lr.times(o['wall_ms'], fl['wall_ms']) if o and fl and o.get("wall_ms") and fl.get("wall_ms") else "–"
