@@ -157,7 +157,7 @@ def service_world(tmp: str | None = None) -> Iterator[dict[str, Any]]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            from metaflow_agent._backend import reset_backends
+            from metaflow_agent import reset_backends
 
             reset_backends()
 
@@ -170,7 +170,7 @@ def trace(world: dict[str, Any], plan: list[tuple[str, str]] = PLAN, modes: tupl
     from benchmarks.usecases import RUNNERS
 
     import metaflow_agent as ma
-    from metaflow_agent._backend import reset_backends
+    from metaflow_agent import reset_backends
 
     double = world["double"]
     instrument_metaflow_client()

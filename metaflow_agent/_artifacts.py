@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import fnmatch
-import io
-import pickle
-from typing import Any
+from typing import Any, Iterator
 
-from . import _limits
-from ._backend import get_backend
-from ._blobs import data_index, latest_data_attempt, load_blob
+from . import _config
+from ._backend import Backend, get_backend
+from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
 from ._cost import metered
-from ._errors import BackendError, BadInput, NotFound
+from ._errors import BackendError, BadInput, NotFound, TooLarge
 from ._inputs import (
+    DEFAULT_NAMESPACE,
     check_limit,
     cursor_offset,
+    cursor_position,
     make_cursor,
     open_cursor,
-    parse_pathspec,
     parse_time,
     query_key,
+    resolve_namespace,
 )
 from ._models import (
     ArtifactHit,
@@ -27,10 +27,12 @@ from ._models import (
     ArtifactList,
     ArtifactPreview,
     ArtifactSearch,
+    Cost,
 )
-from ._result import clip, cost_of
-from ._runs import DEFAULT_NAMESPACE, resolve_namespace
-from .backends.base import Backend, RunQuery
+from ._pathspec import Pathspec
+from ._records import RunQuery, RunRecord
+from ._text import clip
+from ._unpickle import loads_any
 
 
 def clean_type(raw: str | None) -> str | None:
@@ -49,16 +51,6 @@ def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
     return sorted(out, key=lambda a: a.name)
 
 
-def _resolve_attempt(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int | None) -> int:
-    if attempt is not None:
-        return check_limit("attempt", attempt, low=0, high=99)
-    latest = latest_data_attempt(backend, flow, run, step, task)
-    if latest is None:
-        backend.check_task(flow, run, step, task)
-        raise NotFound(f"task {flow}/{run}/{step}/{task} has no saved artifacts", hint="it may still be running or have crashed; see failed_tasks")
-    return latest
-
-
 def list_artifacts(
     task: str,
     *,
@@ -73,24 +65,27 @@ def list_artifacts(
     Metaflow artifacts (names starting with _) are hidden unless asked for.
     """
     with metered() as meter:
-        ps = parse_pathspec(task, "task")
-        limit = check_limit("limit", limit, low=1, high=_limits.cap("artifacts"))
+        ps = Pathspec.parse(task, "task")
+        limit = check_limit("limit", limit, low=1, high=_config.cap("artifacts"))
         key = query_key(str(ps), attempt, include_private)
         start = cursor_offset(open_cursor(cursor, "list_artifacts", key), "list_artifacts")
+        if attempt is not None:
+            attempt = check_limit("attempt", attempt, low=0, high=99)
         backend = get_backend()
-        att = _resolve_attempt(backend, ps.flow, ps.run, ps.step, ps.task, attempt)
-        infos = [a for a in artifact_infos(data_index(backend, ps.flow, ps.run, ps.step, ps.task, att)) if include_private or not a.name.startswith("_")]
+        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
+        infos = [a for a in artifact_infos(data_index(backend.store, ps, att)) if include_private or not a.name.startswith("_")]
         page = infos[start : start + limit]
         more = start + limit < len(infos)
-        return ArtifactList(
+        result = ArtifactList(
             task=str(ps),
             attempt=att,
             artifacts=page,
             truncated=more,
             next_cursor=make_cursor("list_artifacts", key, i=start + limit) if more else None,
             scanned=len(infos),
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )
+        return result.resumable(lambda kept: make_cursor("list_artifacts", key, i=start + kept))
 
 
 def _summary(value: Any) -> dict[str, Any]:
@@ -126,14 +121,16 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
     max_bytes. This is the one function that unpickles, and only the one value.
     """
     with metered() as meter:
-        ps = parse_pathspec(task, "task")
+        ps = Pathspec.parse(task, "task")
         if not isinstance(name, str) or not name:
             raise BadInput("artifact name is required", hint="list_artifacts(task) shows the names")
-        cap = check_limit("max_bytes", max_bytes if max_bytes is not None else _limits.default("preview_max_bytes"), low=1, high=_limits.cap("preview_max_bytes"))
-        chars = check_limit("max_chars", max_chars if max_chars is not None else _limits.default("repr_chars"), low=20, high=_limits.cap("repr_chars"))
+        cap = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("preview_max_bytes"), low=1, high=_config.cap("preview_max_bytes"))
+        chars = check_limit("max_chars", max_chars if max_chars is not None else _config.default("repr_chars"), low=20, high=_config.cap("repr_chars"))
+        if attempt is not None:
+            attempt = check_limit("attempt", attempt, low=0, high=99)
         backend = get_backend()
-        att = _resolve_attempt(backend, ps.flow, ps.run, ps.step, ps.task, attempt)
-        index = data_index(backend, ps.flow, ps.run, ps.step, ps.task, att)
+        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
+        index = data_index(backend.store, ps, att)
         sha = index.get("objects", {}).get(name)
         if sha is None:
             names = sorted(n for n in index.get("objects", {}) if not n.startswith("_"))
@@ -141,15 +138,13 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         info = index.get("info", {}).get(name, {})
         size = info.get("size")
         if size is not None and size > cap:
-            from ._errors import TooLarge
-
             raise TooLarge(f"artifact {name!r} is {size} bytes, over max_bytes={cap}", hint=f"raise max_bytes above {size} to load it, or use list_artifacts for its type and size")
-        raw = load_blob(backend, ps.flow, sha, max_bytes=cap)
+        raw = load_blob(backend.store, ps.flow, sha, max_bytes=cap)
         encoding = info.get("encoding", "pickle-v4")
         if not str(encoding).startswith("pickle"):
             raise BadInput(f"artifact {name!r} has encoding {encoding!r}, which this preview cannot decode", hint="load it with the Metaflow Client API")
         try:
-            value = pickle.load(io.BytesIO(raw))
+            value = loads_any(raw)
         except (ImportError, AttributeError) as exc:
             raise BackendError(
                 f"artifact {name!r} needs code that is not importable here: {exc}",
@@ -170,7 +165,7 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
             summary=summary,
             repr=clip(text, chars) or "",
             truncated=len(text) > chars,
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )
 
 
@@ -195,26 +190,26 @@ def search_artifacts(
     newest `runs` runs (or those in since/until) within a task budget.
     """
     with metered() as meter:
-        fl = parse_pathspec(flow, "flow").flow
+        fl = Pathspec.parse(flow, "flow").flow
         if not isinstance(name, str) or not name:
             raise BadInput("name is required", hint="pass an artifact name or glob, e.g. name='model*'")
-        runs = check_limit("runs", runs, low=1, high=_limits.cap("search_runs"))
+        runs = check_limit("runs", runs, low=1, high=_config.cap("search_runs"))
         for label, size in (("min_size", min_size), ("max_size", max_size)):
             if size is not None:
                 check_limit(label, size, low=0, high=1 << 50)
         if type is not None and (not isinstance(type, str) or not type):
             raise BadInput(f"type={type!r} must be a non-empty string", hint="e.g. type='ndarray' or type='pandas.DataFrame'")
-        limit = check_limit("limit", limit, low=1, high=_limits.cap("search_hits"))
-        budget = _limits.default("search_tasks_budget")
+        limit = check_limit("limit", limit, low=1, high=_config.cap("search_hits"))
+        budget = _config.default("search_tasks_budget")
         key = query_key(fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)
-        state = open_cursor(cursor, "search_artifacts", key)
+        resume = cursor_position(open_cursor(cursor, "search_artifacts", key), "search_artifacts", (-1, -1, -1, -1))
         ns = resolve_namespace(namespace)
-        backend = get_backend()
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
-        scan = backend.scan_runs(fl, query, runs, None, runs, with_status=False)
+        backend = get_backend()
+        scan = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs)
         hits: list[ArtifactHit] = []
+        positions: list[tuple[int, ...]] = []
         searched: list[str] = []
-        resume = tuple((state or {}).get("pos") or (-1, -1, -1, -1))  # position of the last hit returned
         tasks_read = 0
         more, complete, last = False, True, resume
         for pos, task_ps, info in _walk(backend, fl, scan.runs, resume, searched):
@@ -224,17 +219,18 @@ def search_artifacts(
                     break
                 tasks_read += 1
                 continue
-            if (info.name.startswith("_") and not include_private) or not _match(info, name, min_size, max_size, type):
+            if task_ps is None or (info.name.startswith("_") and not include_private) or not _match(info, name, min_size, max_size, type):
                 continue
             if len(hits) == limit:
                 more = True
                 break
             hits.append(ArtifactHit(task=task_ps, name=info.name, size=info.size, type=info.type, sha=info.sha))
+            positions.append(pos)
             last = pos
         notes = [f"scanned {tasks_read} tasks' data.json in {len(searched)} runs; nothing unpickled"]
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
-        return ArtifactSearch(
+        result = ArtifactSearch(
             flow=fl,
             hits=hits,
             runs_searched=searched,
@@ -243,11 +239,13 @@ def search_artifacts(
             complete=complete,
             scanned=tasks_read,
             notes=notes,
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )
+        return result.resumable(lambda kept: make_cursor("search_artifacts", key, pos=list(positions[kept - 1])))
 
 
-def _walk(backend: Backend, flow: str, runs: list[Any], resume: tuple[int, ...], searched: list[str]) -> Any:
+def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...],
+          searched: list[str]) -> Iterator[tuple[tuple[int, ...], str | None, ArtifactInfo | None]]:
     """Yield (position, task pathspec, artifact) in a stable order, after `resume`.
 
     A (position, pathspec, None) item marks each task whose data.json is read.
@@ -256,20 +254,22 @@ def _walk(backend: Backend, flow: str, runs: list[Any], resume: tuple[int, ...],
         if ri < resume[0]:
             continue
         searched.append(rec.run_id)
-        for si, step in enumerate(backend.list_steps(flow, rec.run_id)):
+        for si, step in enumerate(backend.meta.list_steps(rec.pathspec)):
             if (ri, si) < resume[:2]:
                 continue
-            tasks = sorted(backend.list_tasks(flow, rec.run_id, step), key=lambda t: (len(t), t))
+            sps = rec.pathspec.child(step)
+            tasks = sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t))
             for ti, task in enumerate(tasks):
                 if (ri, si, ti) < resume[:3]:
                     continue
                 yield (ri, si, ti, -1), None, None
-                att = latest_data_attempt(backend, flow, rec.run_id, step, task)
+                tps = sps.child(task)
+                att = latest_attempt(backend.store, tps, with_data=True)
                 if att is None:
                     continue
-                for ai, info in enumerate(artifact_infos(data_index(backend, flow, rec.run_id, step, task, att))):
+                for ai, info in enumerate(artifact_infos(data_index(backend.store, tps, att))):
                     if (ri, si, ti, ai) > resume:
-                        yield (ri, si, ti, ai), f"{flow}/{rec.run_id}/{step}/{task}", info
+                        yield (ri, si, ti, ai), str(tps), info
 
 
 def _match(a: ArtifactInfo, name: str, min_size: int | None, max_size: int | None, type_: str | None) -> bool:

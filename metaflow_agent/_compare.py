@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import io
-import pickle
 from typing import Literal
 
-from . import _limits
+from . import _config
 from ._artifacts import artifact_infos
-from ._backend import get_backend
-from ._blobs import data_index, latest_data_attempt, load_blob
+from ._backend import Backend, get_backend
+from ._blobs import data_index, latest_attempt, load_blob
 from ._cost import metered
-from ._inputs import parse_pathspec
-from ._models import ArtifactDiff, ArtifactInfo, RunComparison
-from ._result import clip, cost_of
-from .backends.base import Backend
+from ._models import ArtifactDiff, ArtifactInfo, Cost, RunComparison
+from ._outcomes import run_status
+from ._pathspec import Pathspec
+from ._text import clip
+from ._unpickle import loads_any
 
 _SMALL = 4096  # parameters at most this large are shown by value
 
 
-def _task_artifacts(backend: Backend, flow: str, run: str, step: str) -> dict[str, ArtifactInfo]:
-    tasks = sorted(backend.list_tasks(flow, run, step), key=lambda t: (len(t), t))
+def _task_artifacts(backend: Backend, step: Pathspec) -> dict[str, ArtifactInfo]:
+    """The artifacts of the step's latest task that saved any."""
+    tasks = sorted(backend.meta.list_tasks(step), key=lambda t: (len(t), t))
     for task in reversed(tasks):
-        att = latest_data_attempt(backend, flow, run, step, task)
+        tps = step.child(task)
+        att = latest_attempt(backend.store, tps, with_data=True)
         if att is not None:
-            return {a.name: a for a in artifact_infos(data_index(backend, flow, run, step, task, att))}
+            return {a.name: a for a in artifact_infos(data_index(backend.store, tps, att))}
     return {}
 
 
-def _last_step(backend: Backend, flow: str, run: str) -> str | None:
-    steps = backend.list_steps(flow, run)
+def _last_step(backend: Backend, run: Pathspec) -> str | None:
+    steps = backend.meta.list_steps(run)
     return "end" if "end" in steps else (steps[-1] if steps else None)
 
 
@@ -37,7 +38,7 @@ def _small_repr(backend: Backend, flow: str, info: ArtifactInfo | None) -> str |
     if info is None or info.sha is None or (info.size or 0) > _SMALL:
         return None
     try:
-        return clip(repr(pickle.load(io.BytesIO(load_blob(backend, flow, info.sha, max_bytes=_SMALL * 4)))), 200)
+        return clip(repr(loads_any(load_blob(backend.store, flow, info.sha, max_bytes=_SMALL * 4))), 200)
     except Exception:
         return None
 
@@ -49,14 +50,14 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
     shown by value. Cost: two data.json reads per run plus the step listings.
     """
     with metered() as meter:
-        a, b = parse_pathspec(run_a, "run"), parse_pathspec(run_b, "run")
+        a, b = Pathspec.parse(run_a, "run"), Pathspec.parse(run_b, "run")
         backend = get_backend()
-        recs = [backend.get_run(p.flow, p.run) for p in (a, b)]
-        statuses = [backend.run_status(r)[0] for r in recs]
-        params = [_task_artifacts(backend, p.flow, p.run, "_parameters") for p in (a, b)]
-        steps = [_last_step(backend, p.flow, p.run) for p in (a, b)]
-        arts = [_task_artifacts(backend, p.flow, p.run, s) if s else {} for p, s in zip((a, b), steps)]
-        cap = _limits.default("compare_diffs")
+        recs = [backend.meta.get_run(p) for p in (a, b)]
+        statuses = [run_status(backend, r)[0] for r in recs]
+        params = [_task_artifacts(backend, p.child("_parameters")) for p in (a, b)]
+        steps = [_last_step(backend, p) for p in (a, b)]
+        arts = [_task_artifacts(backend, p.child(s)) if s else {} for p, s in zip((a, b), steps)]
+        cap = _config.default("compare_diffs")
         param_diffs = _diff(params[0], params[1], None, include_private)
         for d in param_diffs:
             d.value_a = _small_repr(backend, a.flow, params[0].get(d.name))
@@ -64,17 +65,16 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
         art_diffs = _diff(arts[0], arts[1], steps[1] or steps[0], include_private)
         shared = set(arts[0]) & set(arts[1])
         equal = sum(1 for n in shared if arts[0][n].sha == arts[1][n].sha and (include_private or not n.startswith("_")))
-        truncated = len(param_diffs) > cap or len(art_diffs) > cap
         return RunComparison(
             run_a=str(a),
             run_b=str(b),
-            status_a=statuses[0],  # type: ignore[arg-type]
-            status_b=statuses[1],  # type: ignore[arg-type]
+            status_a=statuses[0],  # type: ignore[arg-type]  # statuses come from the rule: running/completed/failed
+            status_b=statuses[1],  # type: ignore[arg-type]  # likewise
             parameters=param_diffs[:cap],
             artifacts=art_diffs[:cap],
             equal=equal,
-            truncated=truncated,
-            cost=cost_of(meter),
+            truncated=len(param_diffs) > cap or len(art_diffs) > cap,
+            cost=Cost.of(meter),
         )
 
 

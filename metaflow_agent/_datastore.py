@@ -131,9 +131,9 @@ class S3Datastore(Datastore):
                     import boto3
                 except ImportError:
                     raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
-                from metaflow.metaflow_config import S3_ENDPOINT_URL
+                from ._config import s3_endpoint
 
-                endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or S3_ENDPOINT_URL
+                endpoint = s3_endpoint()
                 self._client = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
             return self._client
 
@@ -213,3 +213,21 @@ def _s3_code(exc: Exception) -> str:
     """The S3 error code of a botocore ClientError ('' for anything else)."""
     response = getattr(exc, "response", None)
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def open_datastore(kind: str) -> Datastore:
+    """The datastore Metaflow is configured with: local (its `.metaflow` root) or S3."""
+    from . import _config
+
+    if kind == "s3":
+        root = _config.s3_root()
+        if not root:
+            raise BackendError("the S3 datastore has no root", hint="set METAFLOW_DATASTORE_SYSROOT_S3")
+        return S3Datastore(root)
+    local = _config.local_root()
+    if local is None:
+        raise BackendError(
+            "no local datastore (.metaflow) found from this directory",
+            hint="run a flow first, cd to its folder, or set METAFLOW_DATASTORE_SYSROOT_LOCAL",
+        )
+    return LocalDatastore(local)

@@ -1,4 +1,4 @@
-"""Validation of caller input: pathspecs, limits, times, regexes, cursors."""
+"""Validation of caller input: limits, times, regexes, tags, namespaces, cursors (pathspecs: `_pathspec`)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,10 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterable
 
-from ._errors import BadCursor, BadLimit, BadPathspec, BadPattern, BadTime
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ID = re.compile(r"^[A-Za-z0-9_\-.:]+$")
-
-
-@dataclass(frozen=True)
-class Pathspec:
-    """A parsed 'Flow[/Run[/Step[/Task]]]'."""
-
-    flow: str
-    run: str = ""  # "" when the pathspec stops above this level
-    step: str = ""
-    task: str = ""
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.flow, self.run, self.step, self.task) if p)
-
-
-_DEPTH = {"flow": 1, "run": 2, "step": 3, "task": 4}
-_EXAMPLE = {"flow": "MyFlow", "run": "MyFlow/12", "step": "MyFlow/12/train", "task": "MyFlow/12/train/345"}
-
-
-def parse_pathspec(value: Any, kind: str) -> Pathspec:
-    """Parse a pathspec that must name exactly a flow, run, step or task."""
-    want = _DEPTH[kind]
-    if not isinstance(value, str) or not value.strip():
-        raise BadPathspec(f"expected a {kind} pathspec, got {value!r}", hint=f"use the form '{_EXAMPLE[kind]}'")
-    parts = value.strip().strip("/").split("/")
-    if len(parts) != want:
-        raise BadPathspec(
-            f"{value!r} is not a {kind} pathspec ({len(parts)} parts, expected {want})",
-            hint=f"use the form '{_EXAMPLE[kind]}'",
-        )
-    if not _NAME.match(parts[0]):
-        raise BadPathspec(f"{parts[0]!r} is not a valid flow name", hint="flow names are Python class names, e.g. 'MyFlow'")
-    if want >= 2 and not _ID.match(parts[1]):
-        raise BadPathspec(f"{parts[1]!r} is not a valid run id", hint=f"use the form '{_EXAMPLE[kind]}'")
-    if want >= 3 and not _NAME.match(parts[2]):
-        raise BadPathspec(f"{parts[2]!r} is not a valid step name", hint=f"use the form '{_EXAMPLE[kind]}'")
-    if want >= 4 and not _ID.match(parts[3]):
-        raise BadPathspec(f"{parts[3]!r} is not a valid task id", hint=f"use the form '{_EXAMPLE[kind]}'")
-    return Pathspec(*parts)
+from ._errors import BadCursor, BadInput, BadLimit, BadPattern, BadTime
 
 
 def check_limit(name: str, value: Any, *, low: int, high: int) -> int:
@@ -176,3 +133,44 @@ def cursor_offset(state: dict[str, Any] | None, kind: str) -> int:
             hint=f"pass the next_cursor returned by the previous {kind} call, or omit cursor to start over",
         )
     return value
+
+
+DEFAULT_NAMESPACE = "default"
+
+
+def resolve_namespace(namespace: str | None) -> str | None:
+    """'default' → Metaflow's default namespace (user:<you>); None → all runs."""
+    if namespace == DEFAULT_NAMESPACE:
+        from ._config import username
+
+        user = username()
+        return f"user:{user}" if user else None
+    return namespace
+
+
+def check_tags(value: Iterable[str] | str | None, name: str) -> tuple[str, ...]:
+    """A tag list (a single string is one tag); BadInput for anything else."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    try:
+        tags = tuple(value)
+    except TypeError:
+        tags = (value,)  # type: ignore[assignment]  # reported as bad just below
+    if not all(isinstance(t, str) and t for t in tags):
+        raise BadInput(f"{name} must be a list of non-empty strings", hint=f"e.g. {name}=['team:a']")
+    return tags
+
+
+def cursor_position(state: dict[str, Any] | None, kind: str, start: tuple[int, ...]) -> tuple[int, ...]:
+    """The position a key cursor carries (`start` without a cursor): as many ints as `start` has."""
+    if state is None:
+        return start
+    pos = state.get("pos")
+    if not isinstance(pos, list) or len(pos) != len(start) or not all(isinstance(p, int) and not isinstance(p, bool) and -1 <= p < 1 << 31 for p in pos):
+        raise BadCursor(
+            f"{kind} cursor has no valid position",
+            hint=f"pass the next_cursor returned by the previous {kind} call, or omit cursor to start over",
+        )
+    return tuple(pos)

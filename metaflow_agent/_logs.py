@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
-from . import _limits
+from . import _config
 from ._backend import get_backend
-from ._blobs import attempt_files
+from ._blobs import resolve_attempt
 from ._cost import metered
+from ._datastore import Datastore
 from ._errors import BadInput, NotFound
-from ._inputs import check_limit, compile_pattern, parse_pathspec
-from ._models import LogLine, TaskLog
-from ._result import cost_of
-from .backends.base import Backend
+from ._inputs import check_limit, compile_pattern
+from ._models import Cost, LogLine, TaskLog
+from ._pathspec import Pathspec
+from ._text import cut
+
+Stream = Literal["stdout", "stderr"]
 
 _MFLOG = re.compile(rb"^(?:\[!)?\[MFLOG\|\d\|([^|\]]+)\|[^|\]]*\|[^\]]*\](.*)$", re.S)
 _SOURCES = ("runtime", "task")  # <attempt>.<source>_<stream>.log, merged like the Client does
@@ -34,30 +38,24 @@ def _parse(raw: bytes, line_chars: int | None) -> _Line:
     m = _MFLOG.match(raw)
     ts, body = (m.group(1), m.group(2)) if m else (b"", raw)
     text = body.decode("utf-8", "replace").rstrip("\r")
-    return _Line(ts, _cut(text, line_chars))
+    return _Line(ts, text if line_chars is None else cut(text, line_chars))
 
 
-def _cut(text: str, line_chars: int | None) -> str:
-    if line_chars is not None and len(text) > line_chars:
-        return text[:line_chars] + f"…[+{len(text) - line_chars} chars]"
-    return text
-
-
-def _log_files(backend: Backend, base: str, stream: str, attempt: int) -> list[tuple[str, int]]:
+def _log_files(store: Datastore, task: Pathspec, stream: str, attempt: int) -> list[tuple[str, int]]:
     files = []
     for source in _SOURCES:
-        rel = f"{base}/{attempt}.{source}_{stream}.log"
-        size = backend.store.size(rel)
+        rel = f"{task}/{attempt}.{source}_{stream}.log"
+        size = store.size(rel)
         if size is not None:
             files.append((rel, size))
     return files
 
 
-def _tail_lines(backend: Backend, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
+def _tail_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
     """Last `want` lines of one file, reading backwards in growing chunks."""
     chunk = min(_CHUNK, budget)
     while True:
-        data, total = backend.store.read_tail(rel, chunk)
+        data, total = store.read_tail(rel, chunk)
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -70,10 +68,10 @@ def _tail_lines(backend: Backend, rel: str, size: int, want: int, budget: int) -
         chunk = min(chunk * 4, budget)
 
 
-def _head_lines(backend: Backend, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
+def _head_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
     chunk = min(_CHUNK, budget)
     while True:
-        data = backend.store.read(rel, 0, chunk)
+        data = store.read(rel, 0, chunk)
         whole = len(data) >= size
         lines = data.split(b"\n")
         if not whole:
@@ -88,7 +86,7 @@ def _head_lines(backend: Backend, rel: str, size: int, want: int, budget: int) -
 def task_logs(
     task: str,
     *,
-    stream: str = "stdout",
+    stream: Stream = "stdout",
     tail: int | None = None,
     head: int | None = None,
     grep: str | None = None,
@@ -103,47 +101,47 @@ def task_logs(
     size and bytes read. grep scans at most max_bytes and says when it stopped.
     """
     with metered() as meter:
-        ps = parse_pathspec(task, "task")
+        ps = Pathspec.parse(task, "task")
         if stream not in ("stdout", "stderr"):
             raise BadInput(f"stream={stream!r}", hint="use stream='stdout' or 'stderr'")
         chosen = [name for name, v in (("tail", tail), ("head", head), ("grep", grep)) if v is not None]
         if len(chosen) > 1:
             raise BadInput(f"pass only one of tail, head, grep (got {', '.join(chosen)})", hint="e.g. task_logs(task, tail=50)")
         mode = chosen[0] if chosen else "tail"
-        line_chars = _limits.default("line_chars")
-        backend = get_backend()
-        base = f"{ps.flow}/{ps.run}/{ps.step}/{ps.task}"
-        if attempt is None:
-            attempt = _latest_attempt_from_listing(backend, ps, base)
-        else:
+        if attempt is not None:
             attempt = check_limit("attempt", attempt, low=0, high=99)
-        files = _log_files(backend, base, stream, attempt)
+        if mode == "grep":
+            pattern = compile_pattern(grep)
+            budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("grep_max_bytes"), low=1024, high=_config.cap("grep_max_bytes"))
+            context = check_limit("context", context, low=0, high=_config.cap("grep_context"))
+            max_matches = check_limit("max_matches", max_matches, low=1, high=_config.cap("grep_matches"))
+        else:
+            n = tail if mode == "tail" else head
+            n = check_limit(mode, 50 if n is None else n, low=1, high=_config.cap(f"{mode}_lines"))
+            budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("log_max_bytes"), low=1024, high=_config.cap("log_max_bytes"))
+        line_chars = _config.default("line_chars")
+        backend = get_backend()
+        attempt = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=False)
+        files = _log_files(backend.store, ps, stream, attempt)
         if not files:
-            backend.check_task(ps.flow, ps.run, ps.step, ps.task)
-            raise NotFound(f"no {stream} log for {base} attempt {attempt}", hint="try the other stream, or another attempt")
+            backend.meta.check_task(ps)
+            raise NotFound(f"no {stream} log for {ps} attempt {attempt}", hint="try the other stream, or another attempt")
         total = sum(s for _, s in files)
         notes: list[str] = []
         truncated = False
         lines: list[LogLine] = []
         if mode == "grep":
-            pattern = compile_pattern(grep)
-            budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _limits.default("grep_max_bytes"), low=1024, high=_limits.cap("grep_max_bytes"))
-            context = check_limit("context", context, low=0, high=_limits.cap("grep_context"))
-            max_matches = check_limit("max_matches", max_matches, low=1, high=_limits.cap("grep_matches"))
-            lines, read, truncated, note = _grep(backend, files, pattern, context, max_matches, budget, line_chars)
+            lines, read, truncated, note = _grep(backend.store, files, pattern, context, max_matches, budget, line_chars)
             notes += note
         else:
-            n = tail if mode == "tail" else head
-            n = check_limit(mode, 50 if n is None else n, low=1, high=_limits.cap(f"{mode}_lines"))
-            budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _limits.default("log_max_bytes"), low=1024, high=_limits.cap("log_max_bytes"))
             per_file = max(1024, budget // len(files))
             merged: list[_Line] = []
             read = 0
             for rel, size in files:
                 fn = _tail_lines if mode == "tail" else _head_lines
-                raw, nread, cut = fn(backend, rel, size, n, per_file)
+                raw, nread, short = fn(backend.store, rel, size, n, per_file)
                 read += nread
-                truncated = truncated or cut
+                truncated = truncated or short
                 parsed = [_parse(r, line_chars) for r in raw]
                 for prev, ln in zip(parsed, parsed[1:]):  # an unprefixed line keeps its neighbour's place
                     ln.ts = ln.ts or prev.ts
@@ -154,28 +152,20 @@ def task_logs(
             if truncated:
                 notes.append(f"max_bytes={budget} reached before {n} lines were found")
         return TaskLog(
-            pathspec=base,
-            stream=stream,  # type: ignore[arg-type]
+            pathspec=str(ps),
+            stream=stream,
             attempt=attempt,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]  # mode is one of tail/head/grep by construction
             log_size=total,
             bytes_read=read,
             lines=lines,
             truncated=truncated,
             notes=notes,
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )
 
 
-def _latest_attempt_from_listing(backend: Backend, ps: object, base: str) -> int:
-    attempts = list(attempt_files(backend, *base.split("/")))
-    if not attempts:
-        backend.check_task(ps.flow, ps.run, ps.step, ps.task)  # type: ignore[attr-defined]
-        return 0
-    return max(attempts)
-
-
-def _grep(backend: Backend, files: list[tuple[str, int]], pattern: re.Pattern[str], context: int,
+def _grep(store: Datastore, files: list[tuple[str, int]], pattern: re.Pattern[str], context: int,
           max_matches: int, budget: int, line_chars: int) -> tuple[list[LogLine], int, bool, list[str]]:
     out: list[LogLine] = []
     matches = 0
@@ -191,7 +181,7 @@ def _grep(backend: Backend, files: list[tuple[str, int]], pattern: re.Pattern[st
                 truncated = True
                 notes.append(f"stopped after max_bytes={budget}; {size - offset} bytes of {rel.rsplit('/', 1)[-1]} not scanned")
                 break
-            data = backend.store.read(rel, offset, min(_GREP_CHUNK, budget - read))
+            data = store.read(rel, offset, min(_GREP_CHUNK, budget - read))
             if not data:
                 break
             offset += len(data)
@@ -203,7 +193,7 @@ def _grep(backend: Backend, files: list[tuple[str, int]], pattern: re.Pattern[st
             for raw in pieces:
                 lineno += 1
                 ln = _parse(raw, None)  # match on the whole line, return it cut
-                ln.n, hit, ln.text = lineno, bool(pattern.search(ln.text)), _cut(ln.text, line_chars)
+                ln.n, hit, ln.text = lineno, bool(pattern.search(ln.text)), cut(ln.text, line_chars)
                 if hit:
                     if matches >= max_matches:
                         truncated = True

@@ -3,9 +3,12 @@ MCP output schemas, so they are written for an agent reading them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from ._cost import CostMeter
 
 TaskStatus = Literal["completed", "failed", "running", "crashed", "pending"]
 RunStatus = Literal["completed", "failed", "running"]
@@ -24,16 +27,54 @@ class Cost(_Model):
     datastore_bytes: int = Field(description="Bytes read from the datastore.")
     elapsed_ms: float = Field(description="Wall time of the query in milliseconds.")
 
+    @classmethod
+    def of(cls, meter: CostMeter) -> Cost:
+        """Freeze a meter into an answer's cost."""
+        return cls(
+            metadata_requests=meter.metadata_requests,
+            metadata_bytes=meter.metadata_bytes,
+            datastore_reads=meter.datastore_reads,
+            datastore_bytes=meter.datastore_bytes,
+            elapsed_ms=meter.elapsed_ms,
+        )
 
-class Page(_Model):
+
+def list_field(model: type[BaseModel]) -> str:
+    """The name of a page model's main list (its one list-of-models field)."""
+    names = []
+    for name, info in model.model_fields.items():
+        args = getattr(info.annotation, "__args__", ())
+        if getattr(info.annotation, "__origin__", None) is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            names.append(name)
+    if len(names) != 1:
+        raise TypeError(f"{model.__name__} has {len(names)} lists of models, not one")
+    return names[0]
+
+
+class Answer(_Model):
+    """Common fields of every answer."""
+
+    notes: list[str] = Field(default_factory=list, description="How the answer was obtained and any caveats (plan, fallbacks, budget).")
+    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
+
+
+_P = TypeVar("_P", bound="Page")
+
+
+class Page(Answer):
     """Common fields of every bounded list."""
 
     truncated: bool = Field(description="True when more items exist than were returned; pass next_cursor to continue.")
     next_cursor: str | None = Field(default=None, description="Opaque cursor for the next page, or null when this is the last page.")
     complete: bool = Field(default=True, description="False when the backend could not finish the scan within its budget; see `scanned`.")
     scanned: int | None = Field(default=None, description="How many candidates were examined (runs, tasks or artifacts).")
-    notes: list[str] = Field(default_factory=list, description="How the answer was obtained and any caveats (plan, fallbacks, budget).")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
+    # cursor_after(kept): a cursor resuming right after the first `kept` items of the main list.
+    _cursor_after: Callable[[int], str | None] | None = PrivateAttr(default=None)
+
+    def resumable(self: _P, cursor_after: Callable[[int], str | None]) -> _P:
+        """Attach how to resume after any prefix of this page (see `metaflow_agent.resume_cursor`)."""
+        self._cursor_after = cursor_after
+        return self
 
 
 # --- runs -------------------------------------------------------------------
@@ -68,7 +109,7 @@ class StepSummary(_Model):
     retried_ok: int = Field(description="Tasks that failed an attempt and then succeeded on retry (counted in completed).")
 
 
-class RunSummary(_Model):
+class RunSummary(Answer):
     pathspec: str = Field(description="'Flow/RunId'.")
     status: RunStatus = Field(description="completed, failed or running.")
     created_at: str = Field(description="Run creation time, ISO-8601 UTC.")
@@ -78,8 +119,6 @@ class RunSummary(_Model):
     tags: list[str] = Field(default_factory=list, description="User tags.")
     steps: list[StepSummary] = Field(description="Per step task counts by outcome (the _parameters pseudo-step excluded).")
     first_failure: FailureBrief | None = Field(default=None, description="The earliest failed or crashed task, if any.")
-    notes: list[str] = Field(default_factory=list, description="How the answer was obtained and any caveats.")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
 
 
 # --- tasks ------------------------------------------------------------------
@@ -117,7 +156,7 @@ class LogLine(_Model):
     match: bool = Field(default=False, description="True for a grep match, False for context lines.")
 
 
-class TaskLog(_Model):
+class TaskLog(Answer):
     pathspec: str = Field(description="Task pathspec.")
     stream: Literal["stdout", "stderr"] = Field(description="Which stream.")
     attempt: int = Field(description="Attempt whose log was read.")
@@ -126,8 +165,6 @@ class TaskLog(_Model):
     bytes_read: int = Field(description="Bytes actually read to answer.")
     lines: list[LogLine] = Field(description="The lines returned.")
     truncated: bool = Field(description="True when the answer omits matching or requested lines (byte cap, max_matches, or lines cut).")
-    notes: list[str] = Field(default_factory=list, description="Caveats.")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
 
 
 # --- artifacts ----------------------------------------------------------------
@@ -145,7 +182,7 @@ class ArtifactList(Page):
     artifacts: list[ArtifactInfo] = Field(description="Artifacts sorted by name; private (_) ones included only when asked.")
 
 
-class ArtifactPreview(_Model):
+class ArtifactPreview(Answer):
     task: str = Field(description="Task pathspec.")
     name: str = Field(description="Artifact name.")
     type: str | None = Field(default=None, description="Python type.")
@@ -153,7 +190,6 @@ class ArtifactPreview(_Model):
     summary: dict[str, Any] = Field(description="Type-aware summary: shape/dtype for arrays and frames, keys for dicts, length for sequences.")
     repr: str = Field(description="Truncated repr of the value.")
     truncated: bool = Field(description="True when repr was cut.")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
 
 
 class ArtifactHit(_Model):
@@ -182,7 +218,7 @@ class ArtifactDiff(_Model):
     value_b: str | None = Field(default=None, description="Short repr in run B.")
 
 
-class RunComparison(_Model):
+class RunComparison(Answer):
     run_a: str = Field(description="First run pathspec.")
     run_b: str = Field(description="Second run pathspec.")
     status_a: RunStatus = Field(description="Status of run A.")
@@ -191,11 +227,10 @@ class RunComparison(_Model):
     artifacts: list[ArtifactDiff] = Field(description="Artifacts of the end (or last) step that differ, by sha.")
     equal: int = Field(description="Artifacts equal by sha (not loaded).")
     truncated: bool = Field(description="True when the diff list was cut.")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")
 
 
 # --- capabilities -----------------------------------------------------------
-class Capabilities(_Model):
+class Capabilities(Answer):
     backend: Literal["local", "service"] = Field(description="Where metadata comes from.")
     metadata_url: str | None = Field(default=None, description="Service URL when backend=service.")
     datastore: str = Field(description="Datastore type: local or s3.")
@@ -203,7 +238,6 @@ class Capabilities(_Model):
     service_version: str | None = Field(default=None, description="Version the service reports (master also says 2.5.1).")
     server_filters: bool = Field(description="True when the service applies run filters itself (detected, not assumed).")
     server_cursors: bool = Field(description="True when the service paginates (X-Limit/X-Next-Cursor seen).")
-    filtered_tasks: bool = Field(description="True when the filtered_tasks route answers.")
-    run_metadata_route: bool = Field(description="True when GET .../runs/{r}/metadata answers.")
+    filtered_tasks: bool | None = Field(default=None, description="True when the filtered_tasks route answers; null until first used.")
+    run_metadata_route: bool | None = Field(default=None, description="True when GET .../runs/{r}/metadata answers; null until first used.")
     limits: dict[str, int] = Field(description="Default and hard-cap limits in force.")
-    cost: Cost = Field(description="Requests, reads and bytes this answer cost.")

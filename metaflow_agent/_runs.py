@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Iterable
-
-from . import _limits
+from . import _config
 from ._backend import get_backend
 from ._cost import metered
 from ._errors import BadCursor, BadInput
 from ._inputs import (
+    DEFAULT_NAMESPACE,
     check_limit,
+    check_tags,
     iso,
     make_cursor,
     open_cursor,
-    parse_pathspec,
     parse_time,
     query_key,
+    resolve_namespace,
 )
-from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
-from ._outcomes import assess, first_failure
-from ._result import cost_of
-from .backends.base import RunQuery
+from ._models import Cost, FailureBrief, RunInfo, RunList, RunSummary, StepSummary
+from ._outcomes import assess, first_failure, run_status
+from ._pathspec import Pathspec
+from ._records import RunQuery
 
-DEFAULT_NAMESPACE = "default"
 _STATUSES = ("running", "completed", "failed")
-
-
-def resolve_namespace(namespace: str | None) -> str | None:
-    """'default' → Metaflow's default namespace (user:<you>); None → all runs."""
-    if namespace == DEFAULT_NAMESPACE:
-        from metaflow.util import get_username
-
-        user = get_username()
-        return f"user:{user}" if user else None
-    return namespace
-
-
-def _tags(value: Iterable[str] | str | None, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    tags = tuple(value)
-    if not all(isinstance(t, str) and t for t in tags):
-        raise BadInput(f"{name} must be a list of non-empty strings", hint=f"e.g. {name}=['team:a']")
-    return tags
 
 
 def list_runs(
@@ -68,12 +46,12 @@ def list_runs(
     plus at most a bounded number of status checks.
     """
     with metered() as meter:
-        fl = parse_pathspec(flow, "flow").flow
-        limit = check_limit("limit", limit, low=1, high=_limits.cap("runs"))
+        fl = Pathspec.parse(flow, "flow").flow
+        limit = check_limit("limit", limit, low=1, high=_config.cap("runs"))
         if status is not None and status not in _STATUSES:
             raise BadInput(f"status={status!r} is not a run status", hint="use one of running, completed, failed, or omit it")
         ns = resolve_namespace(namespace)
-        tags = (_tags(tags_any, "tags_any"), _tags(tags_all, "tags_all") + ((ns,) if ns else ()))
+        tags = (check_tags(tags_any, "tags_any"), check_tags(tags_all, "tags_all") + ((ns,) if ns else ()))
         # The fingerprint covers the arguments as given; relative times ('7d') are
         # resolved once, on the first page, and carried in the cursor.
         key = query_key(fl, status, since, until, tags, user)
@@ -89,38 +67,36 @@ def list_runs(
             server_cursor = state.get("srv")
         query = RunQuery(status=status, since_ms=window[0], until_ms=window[1], tags_any=tags[0], tags_all=tags[1], user=user)
         backend = get_backend()
-        scan = backend.scan_runs(fl, query, limit, after, _limits.default("run_status_budget"), server_cursor)
+        scan = backend.meta.scan_runs(fl, query, limit=limit, after=after, budget=_config.default("run_status_budget"),
+                                      server_cursor=server_cursor, decide=lambda rec: run_status(backend, rec))
         runs = [
             RunInfo(
                 pathspec=f"{fl}/{r.run_id}",
                 run_id=r.run_id,
-                status=r.status or "running",  # type: ignore[arg-type]
+                status=r.status or "running",  # type: ignore[arg-type]  # statuses come from the rule: running/completed/failed
                 created_at=iso(r.ts_ms) or "",
                 user=r.user,
                 tags=sorted(r.tags),
             )
             for r in scan.runs
         ]
+
+        def cursor_after(ts_id: tuple[int, str] | None, srv: str | None = None) -> str | None:
+            if ts_id is None:
+                return None
+            return make_cursor("list_runs", key, ts=ts_id[0], id=ts_id[1], since=query.since_ms, until=query.until_ms, **({"srv": srv} if srv else {}))
+
         next_cursor = None
         if scan.more:
             last = scan.runs[-1] if scan.runs else None
             resume = scan.resume_after if not scan.complete and scan.resume_after else ((last.ts_ms, last.run_id) if last else after)
-            if resume is not None:
-                srv = {"srv": scan.server_cursor} if scan.server_cursor else {}
-                next_cursor = make_cursor("list_runs", key, ts=resume[0], id=resume[1], since=query.since_ms, until=query.until_ms, **srv)
+            next_cursor = cursor_after(resume, scan.server_cursor)
         notes = list(scan.notes)
         if ns:
             notes.append(f"namespace {ns!r} (pass namespace=None for all users)")
-        return RunList(
-            flow=fl,
-            runs=runs,
-            truncated=scan.more,
-            next_cursor=next_cursor,
-            complete=scan.complete,
-            scanned=scan.scanned,
-            notes=notes,
-            cost=cost_of(meter),
-        )
+        result = RunList(flow=fl, runs=runs, truncated=scan.more, next_cursor=next_cursor, complete=scan.complete,
+                         scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
+        return result.resumable(lambda kept: cursor_after((scan.runs[kept - 1].ts_ms, scan.runs[kept - 1].run_id)))
 
 
 def run_summary(run: str) -> RunSummary:
@@ -131,24 +107,22 @@ def run_summary(run: str) -> RunSummary:
     unfinished, at most 50) — flat in the number of tasks.
     """
     with metered() as meter:
-        ps = parse_pathspec(run, "run")
+        ps = Pathspec.parse(run, "run")
         backend = get_backend()
-        rec = backend.get_run(ps.flow, ps.run)
+        rec = backend.meta.get_run(ps)
         a = assess(backend, rec)
-        status, finished = a.status, a.finished_ms
-        summaries = [StepSummary(step=so.step, **a.counts(so)) for so in a.outcomes]
+        finished = a.finished_ms
         brief: FailureBrief | None = first_failure(backend, rec, a)
-        duration = round((finished - rec.ts_ms) / 1000, 3) if finished else None
         return RunSummary(
-            pathspec=f"{ps.flow}/{ps.run}",
-            status=status,  # type: ignore[arg-type]
+            pathspec=str(ps),
+            status=a.status,  # type: ignore[arg-type]  # statuses come from the rule: running/completed/failed
             created_at=iso(rec.ts_ms) or "",
             finished_at=iso(finished),
-            duration_s=duration,
+            duration_s=round((finished - rec.ts_ms) / 1000, 3) if finished else None,
             user=rec.user,
             tags=sorted(rec.tags),
-            steps=summaries,
+            steps=[StepSummary(step=so.step, **a.counts(so)) for so in a.outcomes],
             first_failure=brief,
             notes=[f"backend: {backend.kind}"] + a.notes,
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )

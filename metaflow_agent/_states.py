@@ -83,7 +83,7 @@ def task_state(*, latest_ok: Fact, run_alive: Fact, exit_recorded: Fact = None, 
 
 def run_state(*, end_ok: Fact, any_failed: Fact, alive: Fact) -> RunState:
     """A run's state from its end step, its tasks' states and its liveness."""
-    return decide(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "alive": alive})  # type: ignore[return-value]
+    return decide(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "alive": alive})  # type: ignore[return-value]  # the table holds RunState values only
 
 
 def heartbeat_liveness(age_s: float | None) -> Fact:

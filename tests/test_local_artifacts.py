@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 import metaflow_agent as ma
-from metaflow_agent import _blobs, _cost
+from metaflow_agent import _blobs, _unpickle
 
 MB = 1024 * 1024
 
@@ -50,7 +50,8 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "Unpickler", boom)
-    monkeypatch.setattr(_blobs._ExceptionOnly, "load", boom)
+    monkeypatch.setattr(_unpickle._Restricted, "load", boom)
+    monkeypatch.setattr(_unpickle, "loads_any", boom)
     monkeypatch.setattr(_blobs, "load_blob", boom)
     blob_reads: list[str] = []
 
@@ -58,9 +59,9 @@ def no_unpickling(monkeypatch):
         if "/data/" in path:
             blob_reads.append(path)
 
-    _cost.add_hook(hook)
+    ma.add_cost_hook(hook)
     yield blob_reads
-    _cost.remove_hook(hook)
+    ma.remove_cost_hook(hook)
     assert blob_reads == [], f"artifact blobs were read: {blob_reads[:3]}"
 
 
@@ -355,9 +356,10 @@ def test_compare_loads_no_big_blob(local_runs):
 def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
     """The flow's own class is not importable here: a BackendError with a hint, not a traceback."""
     from metaflow_agent._backend import get_backend
+    from metaflow_agent._pathspec import Pathspec
 
     flow, run = local_runs.art_a.split("/")
-    task = get_backend().list_tasks(flow, run, "start")[0]
+    task = get_backend().meta.list_tasks(Pathspec(flow, run, "start"))[0]
     listed = {a.name: a for a in ma.list_artifacts(f"{local_runs.art_a}/start/{task}").artifacts}
     assert listed["opaque"].type == "__main__.Opaque"  # known without unpickling
     with pytest.raises(ma.BackendError) as exc:

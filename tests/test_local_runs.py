@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import OTHER_USER, TEST_USER
+from helpers import OTHER_USER, TEST_USER
 
 import metaflow_agent as ma
 

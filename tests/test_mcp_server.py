@@ -148,7 +148,8 @@ async def test_budget_cut_resumes_index_cursor(local_runs: Any) -> None:
 
 
 async def test_budget_cut_resumes_key_cursor(local_runs: Any) -> None:
-    """search_artifacts pages by key: the server asks again for what fits and keeps the library's cursor."""
+    """search_artifacts pages by key: the cut page's cursor resumes right after the last hit kept,
+    from one query (metaflow_agent.resume_cursor), not by asking again."""
     budget = 1500
     args = {"flow": "ArtifactFlow", "name": "*"}
     full = metaflow_agent.search_artifacts(**args, limit=1000)
@@ -156,7 +157,11 @@ async def test_budget_cut_resumes_key_cursor(local_runs: Any) -> None:
     items = await collect_pages(build_server(budget=budget), "search_artifacts", args, "hits", budget)
     assert [(h["task"], h["name"]) for h in items] == [(h.task, h.name) for h in full.hits]
     first = await call(build_server(budget=budget), "search_artifacts", args)
-    assert any("asked again with limit=" in n for n in first.structured_content["notes"])
+    notes = first.structured_content["notes"]
+    assert any("next_cursor resumes after them" in n for n in notes), notes
+    assert not any("asked again" in n for n in notes)
+    single = metaflow_agent.search_artifacts(**args)
+    assert first.structured_content["cost"]["datastore_reads"] == single.cost.datastore_reads  # one query, not two
 
 
 async def test_budget_cut_of_a_tail_keeps_the_last_lines(local_runs: Any) -> None:

@@ -6,38 +6,33 @@ from __future__ import annotations
 
 import pytest
 
+from metaflow_agent._backend import Backend
 from metaflow_agent._datastore import LocalDatastore
 from metaflow_agent._outcomes import assess
-from metaflow_agent.backends.base import (
-    AttemptInfo,
-    Backend,
-    RunRecord,
-    StepOutcomes,
-    TaskDetail,
-)
+from metaflow_agent._records import AttemptInfo, RunRecord, StepOutcomes, TaskDetail
+from metaflow_agent.backends.base import MetadataBackend
 
 
-class TableBackend(Backend):
-    kind = "table"
+class TableMeta(MetadataBackend):
+    kind = "local"
 
-    def __init__(self, tmp_path, attempts: dict[str, list[bool | None]], *, live: bool, fresh: set[str] = frozenset(),
-                 ended: set[str] = frozenset(), retry_times: int | None = None, end_ok: bool = False) -> None:
-        self.store = LocalDatastore(str(tmp_path))
-        self.attempts, self.live, self.fresh, self.ended = attempts, live, fresh, ended
+    def __init__(self, attempts: dict[str, list[bool | None]], *, live: bool, fresh: set[str] = frozenset(),
+                 retry_times: int | None = None, end_ok: bool = False) -> None:
+        self.attempts, self.live, self.fresh = attempts, live, fresh
         self.retry_times, self.end_ok = retry_times, end_ok
 
     def check_flow(self, flow): ...
     def scan_runs(self, *a, **k): raise NotImplementedError
-    def get_run(self, flow, run_id): return RunRecord(flow, run_id, 0)
+    def get_run(self, run): return RunRecord(run.flow, run.run, 0)
     def quick_status(self, run): return None
     def run_live(self, run, outcomes): return self.live
-    def task_fresh(self, flow, run_id, step, task): return task in self.fresh
+    def task_fresh(self, task): return task.task in self.fresh
     def finished_ms(self, run, outcomes): return 1
-    def list_steps(self, flow, run_id): return ["start", "work"] + (["end"] if self.end_ok else [])
-    def list_tasks(self, flow, run_id, step): return list(self.attempts) if step == "work" else ["1"]
-    def check_task(self, *a): ...
+    def list_steps(self, run): return ["start", "work"] + (["end"] if self.end_ok else [])
+    def list_tasks(self, step): return list(self.attempts) if step.step == "work" else ["1"]
+    def check_task(self, task): ...
 
-    def step_outcomes(self, flow, run_id, steps):
+    def step_outcomes(self, run, steps):
         out = [StepOutcomes("start", {"1"}, {"1"}, set())]
         work = StepOutcomes("work", set(self.attempts), set(), set())
         for task, outcomes in self.attempts.items():
@@ -48,11 +43,20 @@ class TableBackend(Backend):
             out.append(StepOutcomes("end", {"9"}, {"9"}, set()))
         return out
 
-    def task_detail(self, flow, run_id, step, task):
-        return TaskDetail([AttemptInfo(i, ok) for i, ok in enumerate(self.attempts.get(task, [True]))])
+    def task_detail(self, task):
+        return TaskDetail([AttemptInfo(i, ok) for i, ok in enumerate(self.attempts.get(task.task, [True]))])
 
-    def attempt_ended(self, flow, run_id, step, task, attempt):
-        return (task in self.ended, -9 if task in self.ended else None)
+
+def TableBackend(tmp_path, attempts: dict[str, list[bool | None]], *, live: bool, fresh: set[str] = frozenset(),
+                 ended: set[str] = frozenset(), retry_times: int | None = None, end_ok: bool = False) -> Backend:
+    """The in-memory metadata plus a datastore holding the runtime's exit records of `ended` tasks."""
+    for task in ended:
+        folder = tmp_path / "F" / "1" / "work" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(attempts[task]) - 1
+        (folder / f"{n}.runtime").write_text('{"return_code": -9, "killed": false, "success": false}')
+    meta = TableMeta(attempts, live=live, fresh=fresh, retry_times=retry_times, end_ok=end_ok)
+    return Backend(meta, store=LocalDatastore(str(tmp_path)))
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from metaflow_agent import _errors, _models
 def _public_names() -> set[str]:
     """What a user sees: names not starting with '_' that aren't submodules, plus __version__."""
     out = set()
-    for name, value in vars(ma).items():
-        if name.startswith("_") or inspect.ismodule(value) or name == "annotations":
+    for name in dir(ma):  # names load lazily: dir() lists them, getattr() loads them
+        if name.startswith("_") or name in ("annotations", "importlib", "TYPE_CHECKING", "Any") or inspect.ismodule(getattr(ma, name)):
             continue
         out.add(name)
     return out | {"__version__"}

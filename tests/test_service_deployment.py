@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from conftest import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
+from helpers import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
 from service_double import ServiceDouble
 from service_double.synth import register_simple_run, register_wide_run
 
@@ -287,18 +287,17 @@ def test_finished_run_failures_cost_no_request_per_task(service_runs, service_en
     the datastore: the metadata requests do not depend on how many tasks failed."""
     import time
 
-    from metaflow_agent import _cost
-    from metaflow_agent.service import queries
+    from metaflow_agent import _config
 
     later = time.time() + 3600
-    monkeypatch.setattr(queries.time, "time", lambda: later)
+    monkeypatch.setattr(_config, "now_s", lambda: later)
     urls: list[str] = []
     hook = lambda kind, method, url, nbytes: urls.append(url) if kind == "request" else None  # noqa: E731
-    _cost.add_hook(hook)
+    ma.add_cost_hook(hook)
     try:
         got = ma.failed_tasks(service_runs.wide, limit=100)
     finally:
-        _cost.remove_hook(hook)
+        ma.remove_cost_hook(hook)
     assert got.total_failed >= 1 and all(t.exception_type == "ValueError" for t in got.failed if t.status == "failed")
     assert all(t.foreach_index and t.foreach_index.startswith("items=") for t in got.failed)
     assert not [u for u in urls if "/tasks/" in u], urls

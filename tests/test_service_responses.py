@@ -14,7 +14,8 @@ from service_double.captures import Capture
 
 import metaflow_agent as ma
 from metaflow_agent._cost import metered
-from metaflow_agent.service import transport as transport_mod
+from metaflow_agent._pathspec import Pathspec
+from metaflow_extensions.agent.plugins.agent_metadata import transport as transport_mod
 
 URL = "http://127.0.0.1:9"  # never contacted: responses intercepts
 
@@ -114,7 +115,7 @@ def test_503_then_success_is_retried(service_env):
         with metered() as meter:
             from metaflow_agent._backend import get_backend
 
-            rec = get_backend().get_run("WideFlow", "2")
+            rec = get_backend().meta.get_run(Pathspec("WideFlow", "2"))
         assert rec.run_id == "2"
         assert meter.metadata_requests == 2
 
@@ -194,9 +195,9 @@ def test_missing_filtered_tasks_route_falls_back(service_env):
                 rows = [dict(r, task_id=t) for r in caps["task-meta-wide-2-work-6"].body]
                 rsps.add(responses.GET, URL + f"/flows/WideFlow/runs/2/steps/work/tasks/{t}/metadata", json=rows)
         with metered():
-            failed = get_backend().q.filtered_tasks("WideFlow", "2", "work", "attempt_ok", "False")
+            failed = get_backend().meta.filtered_tasks(Pathspec("WideFlow", "2", "work"), "attempt_ok", "False")
         assert failed == {"9"}
-        assert get_backend().q.caps.filtered_tasks is False
+        assert get_backend().meta.caps.filtered_tasks is False
 
 
 # --- exact sequences on the captured data set, served by the double --------------------------
@@ -295,15 +296,15 @@ def test_provider_bulk_routes_are_bounded(on_double, mode):
 
     double = on_double
     double.mode = mode
-    q = AgentMetadataProvider.agent_queries(double.url)
+    q = AgentMetadataProvider.queries(double.url)
     with metered():
-        rows, complete = q.run_metadata("WideFlow", "2")
+        rows, complete = q.run_metadata(Pathspec("WideFlow", "2"))
     assert (len(rows), complete) == (217, True)  # run-meta-wide-2
     with metered():
-        rows, complete = q.artifacts("WideFlow", "2", limit=100)
+        rows, complete = q.artifacts(Pathspec("WideFlow", "2"), limit=100)
     assert (len(rows), complete) == (100, False)  # 241 exist (run-artifacts-wide-2)
     with metered() as meter:
-        rows, complete = q.artifacts("WideFlow", "2", "work", "6")
+        rows, complete = q.artifacts(Pathspec("WideFlow", "2", "work", "6"))
     assert (len(rows), complete) == (21, True)
     assert meter.metadata_requests == 1
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import BadInput
+from metaflow_agent import BadInput
 
 FLOWS = Path(__file__).parent / "flows"
 FAILING_SHARDS = 3

@@ -20,8 +20,8 @@ class ServiceCaps:
     cursors: bool = False  # X-Limit / X-Next-Cursor seen
     filters: bool = False  # run filters applied server-side
     version: str | None = None
-    filtered_tasks: bool | None = None  # None: not probed yet
-    run_metadata: bool | None = None
+    filtered_tasks: bool | None = None  # None: not learned yet (set by the first filtered_tasks request)
+    run_metadata: bool | None = None  # None: not learned yet (set by the first run-metadata request)
     notes: list[str] = field(default_factory=list)
 
 
@@ -37,9 +37,8 @@ def detect(transport: ServiceTransport) -> ServiceCaps:
         return caps
     caps = ServiceCaps(transport.url)
     reply = transport.get("/flows", {"_limit": 1})
-    headers = {k.lower(): v for k, v in reply.headers.items()}
-    caps.version = headers.get("metadata_service_version")
-    caps.cursors = caps.filters = "x-limit" in headers
+    caps.version = reply.header("metadata_service_version")
+    caps.cursors = caps.filters = reply.header("x-limit") is not None
     if caps.cursors:
         caps.notes.append("service paginates and filters (X-Limit seen on /flows?_limit=1)")
     else:

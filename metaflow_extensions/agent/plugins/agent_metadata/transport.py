@@ -15,8 +15,8 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from .._cost import current_meter
-from .._errors import BadInput, NotFound, ServiceProtocolError, ServiceUnavailable
+from metaflow_agent._cost import current_meter
+from metaflow_agent._errors import BadInput, NotFound, ServiceProtocolError, ServiceUnavailable
 
 RETRY_STATUSES = (502, 503, 504)
 BACKOFF_S = (0.2, 0.6, 1.5)  # bounded: at most len(BACKOFF_S) retries
@@ -26,7 +26,7 @@ TIMEOUT_S = (3.05, 30.0)  # connect, read
 class CountingAdapter(HTTPAdapter):
     """Records every request and its response bytes in the active cost meter."""
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # HTTPAdapter.send takes its options positionally too
         resp = super().send(request, **kwargs)
         current_meter().add_request(request.method or "?", request.url or "", resp.status_code, len(resp.content))
         return resp
@@ -63,9 +63,16 @@ def encode_query(params: dict[str, Any] | None) -> str:
 
 @dataclass
 class Reply:
+    """A decoded response: status, headers, JSON body (None when empty)."""
+
     status: int
     headers: dict[str, str]
     body: Any
+
+    def header(self, name: str) -> str | None:
+        """A header by case-insensitive name."""
+        lower = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lower), None)
 
 
 class ServiceTransport:

@@ -1,0 +1,334 @@
+"""The service engine: bounded query plans against the metadata service, both generations.
+
+`ServiceQueries` is the metadata backend for a service deployment (the sibling of
+`metaflow_agent.backends.local.LocalMetadata`), bound to one URL. Where the service filters
+and paginates (detected), filters are pushed down and cursors followed only as far as the
+limit needs. Where it does not, the cheapest correct plan runs with an explicit budget: one
+unfiltered listing, `filtered_tasks` on `attempt_ok` per step, and per-run status checks that
+stop at the budget and say so. A response is never trusted as filtered unless the service
+proved it filters (rows are re-checked client-side).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from metaflow_agent import _config
+from metaflow_agent._cost import current_meter
+from metaflow_agent._errors import BackendError, NotFound, ServiceProtocolError
+from metaflow_agent._pathspec import Pathspec, not_found
+from metaflow_agent._records import (
+    Listed,
+    RunQuery,
+    RunRecord,
+    RunScan,
+    StepOutcomes,
+    TaskDetail,
+    detail_from_rows,
+    run_sort_key,
+    scan_runs,
+)
+from metaflow_agent._states import DEAD_AFTER_S
+from metaflow_agent.backends.base import Decide, MetadataBackend
+
+from .capabilities import ServiceCaps, detect
+from .transport import Reply, ServiceTransport, encode_query
+
+MAX_PAGE = 500  # master's cap on _limit
+MAX_PAGES = 200  # safety bound on cursor following
+FALLBACK_TASKS = 200  # per-task metadata scans allowed without filtered_tasks
+FRESH_CHECKS = 5  # fresh runs re-derived per listing (each costs a request per step)
+
+
+def rows_of(reply: Reply, what: str) -> list[Any]:
+    """A list body, or ServiceProtocolError when the service sent something else."""
+    if reply.body is None:
+        return []
+    if not isinstance(reply.body, list):
+        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected a list", hint="the service or a proxy in front of it is misbehaving")
+    return reply.body
+
+
+def object_of(reply: Reply, what: str) -> dict[str, Any]:
+    if not isinstance(reply.body, dict):
+        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected an object", hint="the service or a proxy in front of it is misbehaving")
+    return reply.body
+
+
+def _path(ps: Pathspec) -> str:
+    """The service route of a flow, run, step or task."""
+    out = f"/flows/{ps.flow}"
+    if ps.run:
+        out += f"/runs/{ps.run}"
+    if ps.step:
+        out += f"/steps/{ps.step}"
+    if ps.task:
+        out += f"/tasks/{ps.task}"
+    return out
+
+
+def _heartbeat_ms(run: RunRecord) -> int | None:
+    return int(run.last_heartbeat_s * 1000) if run.last_heartbeat_s else None
+
+
+class ServiceQueries(MetadataBackend):
+    """The metadata backend of one metadata service URL: typed records in and out."""
+
+    kind = "service"
+
+    def __init__(self, transport: ServiceTransport) -> None:
+        self.t = transport
+        self.url = transport.url
+
+    @property
+    def caps(self) -> ServiceCaps:
+        return detect(self.t)
+
+    # --- plumbing --------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, Any] | None = None, *, ok404: bool = False) -> Reply:
+        """GET with a per-query memo: the same request twice in one query is sent once."""
+        memo = current_meter().memo
+        key = (path, encode_query(params), ok404)
+        if key not in memo:
+            memo[key] = self.t.get(path, params, ok404=ok404)
+        return memo[key]
+
+    def _pages(self, path: str, params: dict[str, Any], *, want: int) -> tuple[list[Any], bool]:
+        """Follow X-Next-Cursor until `want` rows or the end; (rows, more_on_server)."""
+        rows: list[Any] = []
+        params = dict(params)
+        for _ in range(MAX_PAGES):
+            reply = self._get(path, params)
+            rows += rows_of(reply, path)
+            nxt = reply.header("x-next-cursor")
+            if not nxt:
+                return rows, False
+            if len(rows) >= want:
+                return rows, True
+            params["_cursor"] = nxt
+        return rows, True
+
+    @staticmethod
+    def _fresh(heartbeat_s: float | None) -> bool:
+        return heartbeat_s is not None and _config.now_s() - heartbeat_s < DEAD_AFTER_S
+
+    # --- flows and runs ----------------------------------------------------------
+    def check_flow(self, flow: str) -> None:
+        if self._get(f"/flows/{flow}", ok404=True).status == 404:
+            raise not_found(Pathspec(flow), "on the metadata service")
+
+    def get_run(self, run: Pathspec) -> RunRecord:
+        reply = self._get(_path(run), ok404=True)
+        if reply.status == 404:
+            self.check_flow(run.flow)
+            raise not_found(run)
+        return RunRecord.from_row(run.flow, object_of(reply, f"run {run}"))
+
+    def scan_runs(self, flow: str, query: RunQuery, *, limit: int, after: tuple[int, str] | None, budget: int,
+                  server_cursor: str | None = None, decide: Decide | None = None) -> RunScan:
+        if self.caps.filters:
+            scan = self._scan_server(flow, query, limit, after, budget, server_cursor, decide)
+        else:
+            rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}")
+            records = sorted((RunRecord.from_row(flow, r) for r in rows if isinstance(r, dict)),
+                             key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
+
+            def settle(rec: RunRecord) -> None:
+                rec.status, rec.finished_ms = decide(rec) if decide else (rec.status or "running", None)
+
+            note = f"service does not filter: listed all {len(rows)} runs once, filtered client-side"
+            scan = scan_runs((Listed(r) for r in records), query, limit=limit, after=after, budget=budget,
+                             needs_check=lambda r: decide is not None, settle=settle, note=note)
+        if not scan.runs and scan.scanned == 0:
+            self.check_flow(flow)
+        return scan
+
+    def _scan_server(self, flow: str, q: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
+                     server_cursor: str | None, decide: Decide | None) -> RunScan:
+        # A status filter makes master attach its derived status to every row (all
+        # three values select every run). Master calls a run "running" until its
+        # heartbeat goes stale; a fresh run may already have failed for good, so
+        # "failed" also asks for running rows, and fresh rows are re-derived here,
+        # at most FRESH_CHECKS of them per listing.
+        wanted = {None: "running,completed,failed", "failed": "running,failed"}.get(q.status, q.status)
+        params: dict[str, Any] = {"status:eq": wanted, "_limit": min(limit, MAX_PAGE)}
+        if server_cursor:
+            after = None  # the service's cursor already says where to resume
+            params["_cursor"] = server_cursor
+        until = q.until_ms if after is None else min(q.until_ms or after[0], after[0])
+        if q.since_ms is not None:
+            params["ts_epoch:ge"] = q.since_ms
+        if until is not None:
+            params["ts_epoch:le"] = until
+        if q.user:
+            params["user:eq"] = q.user
+        if q.tags_any:
+            params["_tags:any"] = list(q.tags_any)
+        if q.tags_all:
+            params["_tags:all"] = list(q.tags_all)
+        fresh_left = [FRESH_CHECKS]
+        path = f"/flows/{flow}/runs"
+
+        def listed() -> Iterator[Listed]:
+            page = dict(params)
+            for _ in range(MAX_PAGES):
+                reply = self._get(path, page)
+                rows = [r for r in rows_of(reply, path) if isinstance(r, dict)]
+                nxt = reply.header("x-next-cursor") or ""
+                for i, row in enumerate(rows):
+                    yield Listed(RunRecord.from_row(flow, row), nxt if i == len(rows) - 1 else None)
+                if not nxt:
+                    return
+                page = {**page, "_cursor": nxt}
+
+        def needs_check(rec: RunRecord) -> bool:
+            return decide is not None and (rec.status is None or self._fresh(rec.last_heartbeat_s))
+
+        kept_word: list[str] = []  # fresh runs past the bound, left with master's status
+
+        def settle(rec: RunRecord) -> None:
+            if not needs_check(rec):
+                rec.status, rec.finished_ms = rec.status or "running", _heartbeat_ms(rec) if rec.status else None
+            elif decide is not None and (rec.status is None or (not kept_word and fresh_left[0] > 0)):
+                if rec.status is not None:
+                    fresh_left[0] -= 1
+                rec.status, rec.finished_ms = decide(rec)
+            else:
+                kept_word.append(rec.run_id)
+
+        scan = scan_runs(listed(), q, limit=limit, after=after, budget=budget, needs_check=needs_check,
+                         settle=settle, note="service filters: status/time/user/tags pushed down, cursors followed")
+        if kept_word:
+            scan.complete = False
+            scan.notes.append(f"more than {FRESH_CHECKS} runs are under {DEAD_AFTER_S} s old: "
+                              f"{len(kept_word)} keep the service's status without re-deriving it")
+        return scan
+
+    # --- status --------------------------------------------------------------------
+    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
+        """Completed when the end step succeeded; failed when the heartbeat is stale
+        (master's own rule); None while the run is fresh and not done (assess it)."""
+        if self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True"):
+            return "completed", _heartbeat_ms(run)
+        if not self._fresh(run.last_heartbeat_s):
+            return "failed", _heartbeat_ms(run)
+        return None
+
+    def quick_or_heartbeat(self, run: RunRecord) -> tuple[str, int | None]:
+        return self.quick_status(run) or ("running", None)
+
+    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
+        return self._fresh(run.last_heartbeat_s)
+
+    def task_fresh(self, task: Pathspec) -> bool:
+        reply = self._get(_path(task), ok404=True)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        value = body.get("last_heartbeat_ts")
+        return self._fresh(float(value) if isinstance(value, (int, float)) else None)
+
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
+        return _heartbeat_ms(run)
+
+    # --- steps and tasks -------------------------------------------------------------
+    def list_steps(self, run: Pathspec) -> list[str]:
+        rows = [r for r in rows_of(self._get(_path(run) + "/steps"), f"steps of {run}") if isinstance(r, dict)]
+        if not rows:
+            self.get_run(run)
+        rows = sorted((r for r in rows if r.get("step_name") != "_parameters"), key=lambda r: (r.get("ts_epoch") or 0, str(r.get("step_name"))))
+        return [str(r["step_name"]) for r in rows if r.get("step_name")]
+
+    def list_tasks(self, step: Pathspec) -> list[str]:
+        rows = rows_of(self._get(_path(step) + "/tasks"), f"tasks of {step}")
+        return [str(r["task_id"]) for r in rows if isinstance(r, dict) and "task_id" in r]
+
+    def filtered_tasks(self, step: Pathspec, field: str, pattern: str) -> set[str]:
+        """Task ids of a step whose metadata `field` matches `pattern` (one request)."""
+        path = _path(step) + "/filtered_tasks"
+        if self.caps.filtered_tasks is not False:
+            reply = self._get(path, {"metadata_field_name": field, "pattern": pattern}, ok404=True)
+            if reply.status != 404 or isinstance(reply.body, dict):
+                self.caps.filtered_tasks = True
+                return {str(p).rsplit("/", 1)[-1] for p in rows_of(reply, path)} if reply.status != 404 else set()
+            self.caps.filtered_tasks = False
+            self.caps.notes.append("filtered_tasks route missing (service < 2.5.0): per-task metadata fallback")
+        import re
+
+        rx = re.compile(pattern)
+        tasks = self.list_tasks(step)
+        if len(tasks) > FALLBACK_TASKS:
+            raise BackendError(
+                f"this metadata service has no filtered_tasks route (< 2.5.0) and step {step.step} has {len(tasks)} tasks",
+                hint=f"upgrade the service to 2.5.0 or later; without it, steps over {FALLBACK_TASKS} tasks are not scanned task by task",
+            )
+        hits = set()
+        for task in tasks:
+            rows = rows_of(self._get(_path(step.child(task)) + "/metadata"), "task metadata")
+            if any(r.get("field_name") == field and rx.search(str(r.get("value"))) for r in rows):
+                hits.add(task)
+        return hits
+
+    def step_outcomes(self, run: Pathspec, steps: list[str], *, started: bool = True) -> list[StepOutcomes]:
+        """Per step: tasks with attempt_ok True, with attempt_ok False, and (optionally) started.
+        Three filtered_tasks requests per step, whatever the number of tasks."""
+        out = []
+        for step in steps:
+            sps = run.child(step)
+            ok = self.filtered_tasks(sps, "attempt_ok", "True")
+            failed = self.filtered_tasks(sps, "attempt_ok", "False")
+            begun = self.filtered_tasks(sps, "attempt", ".") if started else set()
+            out.append(StepOutcomes(step, begun | ok | failed, ok, failed))
+        return out
+
+    def check_task(self, task: Pathspec) -> None:
+        if self._get(_path(task), ok404=True).status == 404:
+            self.get_run(task.run_ps)
+            if self._get(_path(task.step_ps), ok404=True).status == 404:
+                raise not_found(task.step_ps)
+            raise not_found(task)
+
+    def task_detail(self, task: Pathspec) -> TaskDetail:
+        reply = self._get(_path(task) + "/metadata", ok404=True)
+        if reply.status == 404:
+            self.check_task(task)
+        rows = [r for r in reply.body if isinstance(r, dict)] if isinstance(reply.body, list) else []
+        if not rows:
+            self.check_task(task)
+        detail = detail_from_rows(rows)
+        if isinstance(detail.foreach_index, str):
+            detail.foreach_index = detail.foreach_index.strip("{}[]'\"") or None
+        return detail
+
+    def artifacts(self, ps: Pathspec, *, limit: int = 5000) -> tuple[list[dict[str, Any]], bool]:
+        """Artifact records of a task, a step or a whole run: (at most `limit` rows, complete).
+
+        Master pages with cursors as far as the limit needs; 2.5.1 sends the whole
+        list in one response, which is then cut to the limit."""
+        return self._bounded(_path(ps) + "/artifacts", limit)
+
+    def run_metadata(self, run: Pathspec, *, limit: int = 20000) -> tuple[list[dict[str, Any]], bool]:
+        """Metadata rows of every task of a run, from the run-level route: (rows, complete)."""
+        try:
+            rows = self._bounded(_path(run) + "/metadata", limit)
+        except NotFound:  # lists under unknown runs are 200 []: a 404 means the route is missing
+            self.caps.run_metadata = False
+            raise
+        self.caps.run_metadata = True
+        return rows
+
+    def _bounded(self, path: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        if self.caps.cursors:
+            rows, more = self._pages(path, {"_limit": min(limit, MAX_PAGE)}, want=limit)
+        else:
+            rows, more = rows_of(self._get(path), path), False
+        return rows[:limit], not more and len(rows) <= limit
+
+    def capabilities(self) -> dict[str, object]:
+        caps = self.caps
+        return {
+            "metadata_url": self.url,
+            "service_version": caps.version,
+            "server_filters": caps.filters,
+            "server_cursors": caps.cursors,
+            "filtered_tasks": caps.filtered_tasks,
+            "run_metadata_route": caps.run_metadata,
+        }

@@ -1,0 +1,147 @@
+"""Helpers shared by the tests (import them from here, not from conftest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(os.environ.get("METAFLOW_AGENT_TEST_ROOT") or tempfile.mkdtemp(prefix="mfagent-tests-"))
+ROOT.mkdir(parents=True, exist_ok=True)
+FLOWS = Path(__file__).parent / "flows"
+TEST_USER = "tester"
+OTHER_USER = "otheruser"
+
+BASE_ENV = {
+    "USER": TEST_USER,
+    "USERNAME": TEST_USER,
+    "METAFLOW_USER": TEST_USER,
+    "METAFLOW_DEFAULT_METADATA": "local",
+    "METAFLOW_DEFAULT_DATASTORE": "local",
+    "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(ROOT),
+}
+# Our own knobs that must survive the isolation of the environment.
+KEEP_ENV = ("METAFLOW_AGENT_TEST_ROOT", "METAFLOW_AGENT_SHARED")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# The S3 datastore of the service deployment tests: a moto server started on
+# this port by the `s3_server` fixture. Metaflow reads the endpoint at import.
+S3_PORT = free_port()
+S3_ENV = {
+    "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    "METAFLOW_DATASTORE_SYSROOT_S3": "s3://mfagent-test/metaflow",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def isolate_environment() -> None:
+    """No Metaflow or AWS setting of the developer's leaks into the tests."""
+    for key in [k for k in os.environ if k.startswith(("METAFLOW_", "AWS_")) and k not in KEEP_ENV]:
+        del os.environ[key]
+    os.environ.update(BASE_ENV)
+    os.environ.update(S3_ENV)
+
+
+@dataclass
+class LocalRuns:
+    """Run pathspecs of the real flows built once per session."""
+
+    root: str
+    wide: str
+    retry: str
+    crash: str
+    log: str
+    art_a: str
+    art_b: str
+    hello_ok: list[str]
+    hello_failed: str
+
+
+_FLOW_CLASSES = {
+    "wide_flow.py": "WideFlow",
+    "retry_flow.py": "RetryFlow",
+    "crash_flow.py": "CrashFlow",
+    "log_flow.py": "LogFlow",
+    "artifact_flow.py": "ArtifactFlow",
+    "hello_flow.py": "HelloFlow",
+}
+
+
+def run_flow(script: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run a flow in a subprocess; return its 'Flow/run_id' (failures allowed)."""
+    id_file = Path(tempfile.mkstemp(prefix="runid-", dir=ROOT)[1])
+    full_env = {**os.environ, **BASE_ENV, **(env or {})}
+    cmd = [sys.executable, str(FLOWS / script), "--no-pylint", "run", "--run-id-file", str(id_file), *args]
+    proc = subprocess.run(cmd, env=full_env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=600)
+    run_id = id_file.read_text().strip()
+    id_file.unlink()
+    if not run_id:
+        raise RuntimeError(f"{script} did not start:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return f"{_FLOW_CLASSES[script]}/{run_id}"
+
+
+def build_local_runs() -> LocalRuns:
+    """The shared real runs, built in parallel (about a minute on 2 cores)."""
+
+    def hello_runs() -> tuple[list[str], str]:
+        ok = [
+            run_flow("hello_flow.py", "--tag", "team:a", "--tag", "batch:0"),
+            run_flow("hello_flow.py", "--tag", "team:b", "--tag", "batch:0"),
+            run_flow("hello_flow.py", "--tag", "team:a", "--tag", "batch:1"),
+        ]
+        failed = run_flow("hello_flow.py", "--tag", "team:b", "--fail_end", "true")
+        return ok, failed
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        wide = pool.submit(run_flow, "wide_flow.py", "--max-num-splits", "300", "--max-workers", "8")
+        small = pool.submit(
+            lambda: [
+                run_flow("retry_flow.py"),
+                run_flow("crash_flow.py"),
+                run_flow("artifact_flow.py", "--alpha", "0.5"),
+                run_flow("artifact_flow.py", "--alpha", "0.7"),
+            ]
+        )
+        log = pool.submit(run_flow, "log_flow.py", "--max-log-size", "64")
+        hello = pool.submit(hello_runs)
+        retry, crash, art_a, art_b = small.result()
+        hello_ok, hello_failed = hello.result()
+        return LocalRuns(str(ROOT), wide.result(), retry, crash, log.result(), art_a, art_b, hello_ok, hello_failed)
+
+
+@dataclass
+class ClientOutcome:
+    """A task's outcome as the plain Client API records it (attempt_ok metadata)."""
+
+    pathspec: str
+    outcome: str  # completed | failed | crashed (started, no attempt_ok on its latest attempt)
+    attempts: int
+    failed_attempts: list[int]
+
+
+def client_outcome(task) -> ClientOutcome | None:
+    """The outcome of a Client `Task` from its metadata (None: registered, never started)."""
+    from metaflow import Task
+
+    if "attempt" not in task.metadata_dict:
+        return None
+    latest = task.current_attempt
+    per = {a: (task if a == latest == 0 else Task(task.pathspec, attempt=a)).metadata_dict.get("attempt_ok") for a in range(latest + 1)}
+    outcome = {"True": "completed", "False": "failed", None: "crashed"}[per[latest]]
+    bad = [a for a, ok in per.items() if ok == "False" or (ok is None and (a != latest or outcome == "crashed"))]
+    return ClientOutcome(task.pathspec, outcome, latest + 1, bad)
