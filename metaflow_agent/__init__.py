@@ -17,20 +17,22 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["artifact_preview", "list_artifacts", "search_artifacts"], "._artifacts"),
+    **dict.fromkeys(["artifact_preview", "artifact_values", "list_artifacts", "search_artifacts"], "._artifacts"),
     "capabilities": "._capabilities",
     "compare_runs": "._compare",
+    "diagnose_run": "._diagnose",
+    "list_flows": "._flows",
     "task_logs": "._logs",
-    **dict.fromkeys(["list_runs", "run_summary"], "._runs"),
-    "failed_tasks": "._tasks",
+    **dict.fromkeys(["list_runs", "run_stats", "run_summary"], "._runs"),
+    **dict.fromkeys(["failed_tasks", "list_tasks"], "._tasks"),
     **dict.fromkeys(
         ["AgentError", "BackendError", "BadCursor", "BadInput", "BadLimit", "BadPathspec", "BadPattern", "BadTime",
          "NotFound", "PathEscape", "ServiceProtocolError", "ServiceUnavailable", "TooLarge"],
         "._errors",
     ),
     **dict.fromkeys(
-        ["ArtifactList", "ArtifactPreview", "ArtifactSearch", "Capabilities", "Cost", "FailedTaskList", "RunComparison",
-         "RunList", "RunSummary", "TaskLog"],
+        ["ArtifactList", "ArtifactPreview", "ArtifactSearch", "ArtifactValues", "Capabilities", "Cost", "Diagnosis",
+         "FailedTaskList", "FlowList", "RunComparison", "RunList", "RunStatsList", "RunSummary", "TaskList", "TaskLog"],
         "._models",
     ),
     **dict.fromkeys(["add_cost_hook", "metered", "remove_cost_hook"], "._cost"),
@@ -45,6 +47,7 @@ __all__ = [
     "ArtifactList",
     "ArtifactPreview",
     "ArtifactSearch",
+    "ArtifactValues",
     "BackendError",
     "BadCursor",
     "BadInput",
@@ -54,28 +57,37 @@ __all__ = [
     "BadTime",
     "Capabilities",
     "Cost",
+    "Diagnosis",
     "FailedTaskList",
+    "FlowList",
     "NotFound",
     "PathEscape",
     "RunComparison",
     "RunList",
+    "RunStatsList",
     "RunSummary",
     "ServiceProtocolError",
     "ServiceUnavailable",
+    "TaskList",
     "TaskLog",
     "TooLarge",
     "__version__",
     "add_cost_hook",
     "artifact_preview",
+    "artifact_values",
     "capabilities",
     "compare_runs",
+    "diagnose_run",
     "failed_tasks",
     "list_artifacts",
+    "list_flows",
     "list_runs",
+    "list_tasks",
     "metered",
     "remove_cost_hook",
     "reset_backends",
     "resume_cursor",
+    "run_stats",
     "run_summary",
     "search_artifacts",
     "task_logs",
@@ -96,10 +108,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers
-    from ._artifacts import artifact_preview, list_artifacts, search_artifacts
+    from ._artifacts import artifact_preview, artifact_values, list_artifacts, search_artifacts
     from ._backend import reset_backends
     from ._capabilities import capabilities
     from ._compare import compare_runs
+    from ._diagnose import diagnose_run
     from ._cost import add_cost_hook, metered, remove_cost_hook
     from ._errors import (
         AgentError,
@@ -116,19 +129,25 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
         ServiceUnavailable,
         TooLarge,
     )
+    from ._flows import list_flows
     from ._logs import task_logs
     from ._models import (
         ArtifactList,
         ArtifactPreview,
         ArtifactSearch,
+        ArtifactValues,
         Capabilities,
         Cost,
+        Diagnosis,
         FailedTaskList,
+        FlowList,
         RunComparison,
         RunList,
+        RunStatsList,
         RunSummary,
+        TaskList,
         TaskLog,
     )
     from ._public import FUNCTIONS, resume_cursor
-    from ._runs import list_runs, run_summary
-    from ._tasks import failed_tasks
+    from ._runs import list_runs, run_stats, run_summary
+    from ._tasks import failed_tasks, list_tasks

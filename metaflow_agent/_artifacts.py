@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from . import _config
 from ._backend import Backend, get_backend
@@ -14,6 +14,7 @@ from ._inputs import (
     DEFAULT_NAMESPACE,
     check_limit,
     cursor_offset,
+    iso,
     cursor_position,
     make_cursor,
     open_cursor,
@@ -27,28 +28,16 @@ from ._models import (
     ArtifactList,
     ArtifactPreview,
     ArtifactSearch,
+    ArtifactValue,
+    ArtifactValues,
     Cost,
 )
 from ._pathspec import Pathspec
+from ._outcomes import settle_run
 from ._records import RunQuery, RunRecord
 from ._text import clip
 from ._unpickle import loads_any
-
-
-def clean_type(raw: str | None) -> str | None:
-    """"<class 'numpy.ndarray'>" → "numpy.ndarray"."""
-    if raw and raw.startswith("<class '") and raw.endswith("'>"):
-        return raw[8:-2]
-    return raw
-
-
-def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
-    objects, info = index.get("objects", {}), index.get("info", {})
-    out = []
-    for name, sha in objects.items():
-        meta = info.get(name, {})
-        out.append(ArtifactInfo(name=name, size=meta.get("size"), type=clean_type(meta.get("type")), encoding=meta.get("encoding"), sha=sha))
-    return sorted(out, key=lambda a: a.name)
+from ._values import artifact_infos, clean_type, plain_value, task_artifacts
 
 
 def list_artifacts(
@@ -282,3 +271,63 @@ def _match(a: ArtifactInfo, name: str, min_size: int | None, max_size: int | Non
     if type_ is not None and (a.type is None or type_ not in a.type):
         return False
     return True
+
+
+def _find_artifact(backend: Backend, run: Pathspec, name: str, step: str | None) -> tuple[Pathspec | None, ArtifactInfo | None]:
+    """(task, info) of the artifact in the given step, else in the latest step that saved it."""
+    steps = [step] if step else list(reversed(backend.meta.list_steps(run)))
+    for s in steps:
+        sps = run.child(s)
+        for task in sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t), reverse=True):
+            arts = task_artifacts(backend.store, sps.child(task))
+            if arts is None:
+                continue
+            if name in arts:
+                return sps.child(task), arts[name]
+            break  # every task of a step saves the same names: the step does not have it
+    return None, None
+
+
+def artifact_values(
+    flow: str,
+    name: str,
+    *,
+    runs: int = 3,
+    order: Literal["newest", "oldest"] = "newest",
+    step: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    namespace: str | None = DEFAULT_NAMESPACE,
+) -> ArtifactValues:
+    """One artifact's value across a flow's recent runs, newest or oldest first.
+
+    Shows small values of plain types (numbers, strings, short lists and dicts);
+    type and size otherwise. Looks in `step`, else the latest step that has it.
+    Cost per run: the step listing, one data.json, one small blob.
+    """
+    with metered() as meter:
+        fl = Pathspec.parse(flow, "flow").flow
+        if not isinstance(name, str) or not name:
+            raise BadInput("name is required", hint="pass the artifact's name, e.g. name='accuracy'")
+        runs = check_limit("runs", runs, low=1, high=_config.cap("value_runs"))
+        if order not in ("newest", "oldest"):
+            raise BadInput(f"order={order!r}", hint="use order='newest' or 'oldest'")
+        if step is not None:
+            step = Pathspec.parse(f"{fl}/1/{step}", "step").step
+        ns = resolve_namespace(namespace)
+        query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
+        backend = get_backend()
+        scan = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs, decide=lambda rec: settle_run(backend, rec))
+        rows = []
+        for rec in scan.runs:
+            task, info = _find_artifact(backend, rec.pathspec, name, step)
+            value, note = plain_value(backend.store, fl, info) if info is not None else (None, "no task of this run saved it")
+            rows.append(ArtifactValue(run=str(rec.pathspec), created_at=iso(rec.ts_ms) or "", status=rec.status,
+                                      task=str(task) if task else None, value=value, type=info.type if info else None,
+                                      size=info.size if info else None, note=note))
+        if order == "oldest":
+            rows.reverse()
+        notes = list(scan.notes[1:])
+        if ns:
+            notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
+        return ArtifactValues(flow=fl, name=name, values=rows, complete=scan.complete, notes=notes, cost=Cost.of(meter))

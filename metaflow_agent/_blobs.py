@@ -33,6 +33,21 @@ def attempt_files(store: Datastore, task: Pathspec) -> dict[int, set[str]]:
     return out
 
 
+def attempt_times(store: Datastore, task: Pathspec) -> dict[int, tuple[int | None, int | None]]:
+    """Per attempt, (start, last write) in epoch ms from the task folder's file times (one listing):
+    the attempt's `attempt.json` is written when it starts; its last file when it ends."""
+    files: dict[int, list[tuple[str, float]]] = {}
+    for e in store.entries(str(task), with_stat=True):
+        head, _, rest = e.name.partition(".")
+        if head.isdigit() and rest and e.mtime is not None:
+            files.setdefault(int(head), []).append((rest, e.mtime))
+    out: dict[int, tuple[int | None, int | None]] = {}
+    for n, items in files.items():
+        begun = next((t for name, t in items if name == "attempt.json"), min(t for _, t in items))
+        out[n] = (int(begun * 1000), int(max(t for _, t in items) * 1000))
+    return out
+
+
 def latest_attempt(store: Datastore, task: Pathspec, *, with_data: bool) -> int | None:
     """The highest attempt in the task folder (with a data.json when `with_data`), from one listing."""
     found = [n for n, files in attempt_files(store, task).items() if not with_data or "data.json" in files]

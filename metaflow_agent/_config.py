@@ -83,6 +83,18 @@ def backend_key() -> tuple[str | None, ...]:
     )
 
 
+def local_liveness_mode() -> str:
+    """METAFLOW_AGENT_LOCAL_LIVENESS: 'process' (default: this host's process table is proof of
+    life and death) or 'activity' (only the age of the run's files; for flows run elsewhere)."""
+    value = os.environ.get("METAFLOW_AGENT_LOCAL_LIVENESS", "process").strip().lower()
+    return value if value in ("process", "activity") else "process"
+
+
+def debug() -> bool:
+    """METAFLOW_AGENT_DEBUG: show tracebacks of unexpected errors."""
+    return bool(os.environ.get("METAFLOW_AGENT_DEBUG"))
+
+
 # --- time ------------------------------------------------------------------------------
 def now_s() -> float:
     """The clock every state decision uses (one place, so tests can pin it)."""
@@ -109,6 +121,12 @@ LIMITS: dict[str, tuple[int, int]] = {
     "search_runs": (10, 200),
     "search_tasks_budget": (2000, 50000),
     "compare_diffs": (100, 1000),
+    "stats_runs": (1000, 100_000),
+    "stats_step_runs": (20, 100),
+    "flows": (50, 500),
+    "flow_budget": (200, 5000),
+    "tasks": (100, 5000),
+    "value_runs": (3, 50),
 }
 
 

@@ -36,7 +36,7 @@ class CostMeter:
     requests: list[RequestRecord] = field(default_factory=list)
     reads: list[tuple[str, int]] = field(default_factory=list)
     keep_log: bool = True
-    memo: dict[tuple[str, str, bool], Any] = field(default_factory=dict)  # per-query cache of identical GETs
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-query cache (identical GETs, lookups made)
 
     def add_request(self, method: str, url: str, status: int, nbytes: int) -> None:
         self.metadata_requests += 1

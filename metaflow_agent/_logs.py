@@ -18,7 +18,7 @@ from ._models import Cost, LogLine, TaskLog
 from ._pathspec import Pathspec
 from ._text import cut
 
-Stream = Literal["stdout", "stderr"]
+Stream = Literal["stdout", "stderr", "both"]
 
 _MFLOG = re.compile(rb"^(?:\[!)?\[MFLOG\|\d\|([^|\]]+)\|[^|\]]*\|[^\]]*\](.*)$", re.S)
 _SOURCES = ("runtime", "task")  # <attempt>.<source>_<stream>.log, merged like the Client does
@@ -31,6 +31,17 @@ class _Line:
     ts: bytes
     text: str
     n: int | None = None
+    stream: Literal["stdout", "stderr"] | None = None
+
+
+@dataclass
+class _Read:
+    """What one file gave: its lines, bytes read, whether lines are missing, its line count when read whole."""
+
+    lines: list[bytes]
+    nread: int
+    short: bool
+    count: int | None
 
 
 def _parse(raw: bytes, line_chars: int | None) -> _Line:
@@ -41,17 +52,23 @@ def _parse(raw: bytes, line_chars: int | None) -> _Line:
     return _Line(ts, text if line_chars is None else cut(text, line_chars))
 
 
-def _log_files(store: Datastore, task: Pathspec, stream: str, attempt: int) -> list[tuple[str, int]]:
-    files = []
-    for source in _SOURCES:
-        rel = f"{task}/{attempt}.{source}_{stream}.log"
-        size = store.size(rel)
-        if size is not None:
-            files.append((rel, size))
+LogFile = tuple[str, int, Literal["stdout", "stderr"]]  # (path, size, stream)
+
+
+def _log_files(store: Datastore, task: Pathspec, stream: Stream, attempt: int) -> list[LogFile]:
+    """The attempt's log files of the stream(s), found in one listing of the task folder."""
+    streams: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr") if stream == "both" else (stream,)
+    sizes = {e.name: e.size for e in store.entries(str(task), with_stat=True)}
+    files: list[LogFile] = []
+    for s in streams:
+        for source in _SOURCES:
+            name = f"{attempt}.{source}_{s}.log"
+            if name in sizes:
+                files.append((f"{task}/{name}", sizes[name] or 0, s))
     return files
 
 
-def _tail_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
+def _tail_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> _Read:
     """Last `want` lines of one file, reading backwards in growing chunks."""
     chunk = min(_CHUNK, budget)
     while True:
@@ -63,12 +80,11 @@ def _tail_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -
         if not whole:
             lines = lines[1:]  # the first piece may be a partial line
         if len(lines) >= want or whole or chunk >= budget:
-            cut = not whole and len(lines) < want
-            return lines[-want:], len(data), cut
+            return _Read(lines[-want:], len(data), not whole and len(lines) < want, len(lines) if whole else None)
         chunk = min(chunk * 4, budget)
 
 
-def _head_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> tuple[list[bytes], int, bool]:
+def _head_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -> _Read:
     chunk = min(_CHUNK, budget)
     while True:
         data = store.read(rel, 0, chunk)
@@ -79,7 +95,7 @@ def _head_lines(store: Datastore, rel: str, size: int, want: int, budget: int) -
         elif lines and lines[-1] == b"":
             lines.pop()
         if len(lines) >= want or whole or chunk >= budget:
-            return lines[:want], len(data), (not whole and len(lines) < want)
+            return _Read(lines[:want], len(data), not whole and len(lines) < want, len(lines) if whole else None)
         chunk = min(chunk * 4, budget)
 
 
@@ -97,27 +113,29 @@ def task_logs(
 ) -> TaskLog:
     """Part of a task's log: last lines, first lines, or regex matches.
 
+    stream 'both' merges stdout and stderr in time order, each line labelled.
     Reads byte ranges only (tail seeks from the end), reports the log's total
     size and bytes read. grep scans at most max_bytes and says when it stopped.
     """
     with metered() as meter:
         ps = Pathspec.parse(task, "task")
-        if stream not in ("stdout", "stderr"):
-            raise BadInput(f"stream={stream!r}", hint="use stream='stdout' or 'stderr'")
+        if stream not in ("stdout", "stderr", "both"):
+            raise BadInput(f"stream={stream!r}", hint="use stream='stdout', 'stderr' or 'both'")
         chosen = [name for name, v in (("tail", tail), ("head", head), ("grep", grep)) if v is not None]
         if len(chosen) > 1:
             raise BadInput(f"pass only one of tail, head, grep (got {', '.join(chosen)})", hint="e.g. task_logs(task, tail=50)")
         mode = chosen[0] if chosen else "tail"
         if attempt is not None:
             attempt = check_limit("attempt", attempt, low=0, high=99)
+        n = 0
         if mode == "grep":
             pattern = compile_pattern(grep)
             budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("grep_max_bytes"), low=1024, high=_config.cap("grep_max_bytes"))
             context = check_limit("context", context, low=0, high=_config.cap("grep_context"))
             max_matches = check_limit("max_matches", max_matches, low=1, high=_config.cap("grep_matches"))
         else:
-            n = tail if mode == "tail" else head
-            n = check_limit(mode, 50 if n is None else n, low=1, high=_config.cap(f"{mode}_lines"))
+            asked = tail if mode == "tail" else head
+            n = check_limit(mode, 50 if asked is None else asked, low=1, high=_config.cap(f"{mode}_lines"))
             budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("log_max_bytes"), low=1024, high=_config.cap("log_max_bytes"))
         line_chars = _config.default("line_chars")
         backend = get_backend()
@@ -126,29 +144,34 @@ def task_logs(
         if not files:
             backend.meta.check_task(ps)
             raise NotFound(f"no {stream} log for {ps} attempt {attempt}", hint="try the other stream, or another attempt")
-        total = sum(s for _, s in files)
+        total = sum(size for _, size, _ in files)
         notes: list[str] = []
         truncated = False
         lines: list[LogLine] = []
+        line_count: int | None = None
+        both = stream == "both"
         if mode == "grep":
-            lines, read, truncated, note = _grep(backend.store, files, pattern, context, max_matches, budget, line_chars)
+            lines, read, truncated, note = _grep(backend.store, files, pattern, context, max_matches, budget, line_chars, both)
             notes += note
         else:
             per_file = max(1024, budget // len(files))
             merged: list[_Line] = []
-            read = 0
-            for rel, size in files:
-                fn = _tail_lines if mode == "tail" else _head_lines
-                raw, nread, short = fn(backend.store, rel, size, n, per_file)
-                read += nread
-                truncated = truncated or short
-                parsed = [_parse(r, line_chars) for r in raw]
+            read, counts = 0, []
+            for rel, size, label in files:
+                got = (_tail_lines if mode == "tail" else _head_lines)(backend.store, rel, size, n, per_file)
+                read += got.nread
+                truncated = truncated or got.short
+                counts.append(got.count)
+                parsed = [_parse(r, line_chars) for r in got.lines]
+                for ln in parsed:
+                    ln.stream = label if both else None
                 for prev, ln in zip(parsed, parsed[1:]):  # an unprefixed line keeps its neighbour's place
                     ln.ts = ln.ts or prev.ts
                 merged += parsed
             merged.sort(key=lambda ln: ln.ts)  # stable: keeps file order for equal stamps
             picked = merged[-n:] if mode == "tail" else merged[:n]
-            lines = [LogLine(n=None if mode == "tail" else i + 1, text=ln.text) for i, ln in enumerate(picked)]
+            lines = [LogLine(n=None if mode == "tail" or both else i + 1, text=ln.text, stream=ln.stream) for i, ln in enumerate(picked)]
+            line_count = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
             if truncated:
                 notes.append(f"max_bytes={budget} reached before {n} lines were found")
         return TaskLog(
@@ -158,6 +181,7 @@ def task_logs(
             mode=mode,  # type: ignore[arg-type]  # mode is one of tail/head/grep by construction
             log_size=total,
             bytes_read=read,
+            line_count=line_count,
             lines=lines,
             truncated=truncated,
             notes=notes,
@@ -165,14 +189,15 @@ def task_logs(
         )
 
 
-def _grep(store: Datastore, files: list[tuple[str, int]], pattern: re.Pattern[str], context: int,
-          max_matches: int, budget: int, line_chars: int) -> tuple[list[LogLine], int, bool, list[str]]:
+def _grep(store: Datastore, files: list[LogFile], pattern: re.Pattern[str], context: int,
+          max_matches: int, budget: int, line_chars: int, both: bool) -> tuple[list[LogLine], int, bool, list[str]]:
     out: list[LogLine] = []
     matches = 0
     read = 0
     truncated = False
     notes: list[str] = []
-    for rel, size in files:
+    for rel, size, label in files:
+        stream = label if both else None
         offset, lineno, carry = 0, 0, b""
         before: list[_Line] = []
         after_left = 0
@@ -200,12 +225,12 @@ def _grep(store: Datastore, files: list[tuple[str, int]], pattern: re.Pattern[st
                         notes.append(f"more than max_matches={max_matches} matches; raise it or narrow the pattern")
                         return out, read, truncated, notes
                     matches += 1
-                    out += [LogLine(n=b.n, text=b.text) for b in before]
+                    out += [LogLine(n=b.n, text=b.text, stream=stream) for b in before]
                     before = []
-                    out.append(LogLine(n=ln.n, text=ln.text, match=True))
+                    out.append(LogLine(n=ln.n, text=ln.text, match=True, stream=stream))
                     after_left = context
                 elif after_left > 0:
-                    out.append(LogLine(n=ln.n, text=ln.text))
+                    out.append(LogLine(n=ln.n, text=ln.text, stream=stream))
                     after_left -= 1
                 elif context:
                     before = (before + [ln])[-context:]

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._artifacts import artifact_preview, list_artifacts, search_artifacts
+from ._artifacts import artifact_preview, artifact_values, list_artifacts, search_artifacts
 from ._capabilities import capabilities
 from ._compare import compare_runs
+from ._diagnose import diagnose_run
+from ._flows import list_flows
 from ._logs import task_logs
 from ._models import Page, list_field
-from ._runs import list_runs, run_summary
-from ._tasks import failed_tasks
+from ._runs import list_runs, run_stats, run_summary
+from ._tasks import failed_tasks, list_tasks
 
 # The query functions, in the order tools and CLI subcommands present them.
 FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    list_flows,
     list_runs,
     run_summary,
+    run_stats,
+    diagnose_run,
     failed_tasks,
+    list_tasks,
     task_logs,
     list_artifacts,
     artifact_preview,
+    artifact_values,
     search_artifacts,
     compare_runs,
     capabilities,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ._pathspec import Pathspec
+from ._states import RunState
 
 
 @dataclass
@@ -23,8 +24,9 @@ class RunRecord:
     tags: list[str] = field(default_factory=list)
     system_tags: list[str] = field(default_factory=list)
     last_heartbeat_s: float | None = None
-    status: str | None = None
+    status: RunState | None = None
     finished_ms: int | None = None
+    service_status: str | None = None  # the metadata service's own derived status, when it sent one
 
     @classmethod
     def from_row(cls, flow: str, row: Mapping[str, Any], run_id: str | None = None) -> RunRecord:
@@ -43,7 +45,7 @@ class RunRecord:
         )
         status = row.get("status")
         if status in ("running", "completed", "failed"):
-            rec.status = status
+            rec.service_status = status
         return rec
 
     @property
@@ -150,13 +152,23 @@ def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: t
 
 @dataclass
 class StepOutcomes:
-    """Which tasks of a step started, and which recorded attempt_ok True/False."""
+    """Which tasks of a step started, and which recorded attempt_ok True/False.
+
+    `times` holds each task's first attempt start and last outcome (epoch ms) where the
+    backend knows them cheaply; `exact_times` says whether they are the metadata's own
+    timestamps (False: approximated, e.g. from heartbeats)."""
 
     step: str
     started: set[str]
     ok: set[str]
     failed: set[str]
     newest_ms: int = 0  # newest outcome timestamp seen in the step
+    times: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    exact_times: bool = True
+
+    @property
+    def tasks(self) -> set[str]:
+        return self.started | self.ok | self.failed
 
 
 @dataclass
@@ -172,6 +184,15 @@ class TaskDetail:
     attempts: list[AttemptInfo]
     foreach_index: str | None = None
     last_heartbeat_s: float | None = None
+
+
+@dataclass
+class FailureLook:
+    """What one cheap look at a run's newest metadata found: the tasks whose latest attempt
+    recorded attempt_ok False, and whether the look saw every row of the run."""
+
+    failed: list[Pathspec]
+    whole_run: bool
 
 
 def attempt_of(row: Mapping[str, Any]) -> int:

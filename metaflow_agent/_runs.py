@@ -1,9 +1,11 @@
-"""Runs: filtered listing and one-run summaries."""
+"""Runs: filtered listing, one-run summaries, and statistics over many runs."""
 
 from __future__ import annotations
 
+import statistics
+
 from . import _config
-from ._backend import get_backend
+from ._backend import Backend, get_backend
 from ._cost import metered
 from ._errors import BadCursor, BadInput
 from ._inputs import (
@@ -17,18 +19,55 @@ from ._inputs import (
     query_key,
     resolve_namespace,
 )
-from ._models import Cost, FailureBrief, RunInfo, RunList, RunSummary, StepSummary
-from ._outcomes import assess, first_failure, run_status
+from ._models import (
+    Cost,
+    Counts,
+    FailureBrief,
+    RunInfo,
+    RunList,
+    RunStats,
+    RunStatsList,
+    RunSummary,
+    StepSummary,
+    TaskTime,
+)
+from ._outcomes import Assessment, assess, first_failure, settle_run
 from ._pathspec import Pathspec
-from ._records import RunQuery
+from ._records import RunQuery, RunRecord, StepOutcomes
+from ._states import RUN_STATES, RunState
 
-_STATUSES = ("running", "completed", "failed")
+SLOWEST = 3  # slowest tasks shown per step
+
+
+def _state(value: object, name: str = "status") -> RunState | None:
+    if value is None:
+        return None
+    if value not in RUN_STATES:
+        raise BadInput(f"{name}={value!r} is not a run state", hint=f"use one of {', '.join(RUN_STATES)}, or omit it")
+    return value
+
+
+def _duration(start_ms: int | None, end_ms: int | None) -> float | None:
+    return round((end_ms - start_ms) / 1000, 3) if start_ms is not None and end_ms is not None else None
+
+
+def _run_info(r: RunRecord) -> RunInfo:
+    return RunInfo(
+        pathspec=str(r.pathspec),
+        run_id=r.run_id,
+        status=r.status or "unknown",
+        created_at=iso(r.ts_ms) or "",
+        finished_at=iso(r.finished_ms),
+        duration_s=_duration(r.ts_ms, r.finished_ms),
+        user=r.user,
+        tags=sorted(r.tags),
+    )
 
 
 def list_runs(
     flow: str,
     *,
-    status: str | None = None,
+    status: RunState | None = None,
     since: str | None = None,
     until: str | None = None,
     tags_any: list[str] | None = None,
@@ -38,18 +77,17 @@ def list_runs(
     limit: int = 20,
     cursor: str | None = None,
 ) -> RunList:
-    """Recent runs of a flow, newest first, filtered by status, time, tags.
+    """Recent runs of a flow, newest first, with state, finish and duration.
 
     since/until take ISO-8601 or relative times ('24h', '7d'). namespace
     'default' is Metaflow's default (user:<you>); null searches all runs.
     Cost: one listing (filters pushed to the service when it supports them)
-    plus at most a bounded number of status checks.
+    plus at most a bounded number of state checks.
     """
     with metered() as meter:
         fl = Pathspec.parse(flow, "flow").flow
         limit = check_limit("limit", limit, low=1, high=_config.cap("runs"))
-        if status is not None and status not in _STATUSES:
-            raise BadInput(f"status={status!r} is not a run status", hint="use one of running, completed, failed, or omit it")
+        wanted = _state(status)
         ns = resolve_namespace(namespace)
         tags = (check_tags(tags_any, "tags_any"), check_tags(tags_all, "tags_all") + ((ns,) if ns else ()))
         # The fingerprint covers the arguments as given; relative times ('7d') are
@@ -62,24 +100,13 @@ def list_runs(
             try:
                 after = (int(state["ts"]), str(state["id"]))
                 window = (state.get("since"), state.get("until"))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise BadCursor("list_runs cursor is incomplete", hint="pass the next_cursor of the previous list_runs call, or drop it") from None
             server_cursor = state.get("srv")
-        query = RunQuery(status=status, since_ms=window[0], until_ms=window[1], tags_any=tags[0], tags_all=tags[1], user=user)
+        query = RunQuery(status=wanted, since_ms=window[0], until_ms=window[1], tags_any=tags[0], tags_all=tags[1], user=user)
         backend = get_backend()
         scan = backend.meta.scan_runs(fl, query, limit=limit, after=after, budget=_config.default("run_status_budget"),
-                                      server_cursor=server_cursor, decide=lambda rec: run_status(backend, rec))
-        runs = [
-            RunInfo(
-                pathspec=f"{fl}/{r.run_id}",
-                run_id=r.run_id,
-                status=r.status or "running",  # type: ignore[arg-type]  # statuses come from the rule: running/completed/failed
-                created_at=iso(r.ts_ms) or "",
-                user=r.user,
-                tags=sorted(r.tags),
-            )
-            for r in scan.runs
-        ]
+                                      server_cursor=server_cursor, decide=lambda rec: settle_run(backend, rec))
 
         def cursor_after(ts_id: tuple[int, str] | None, srv: str | None = None) -> str | None:
             if ts_id is None:
@@ -93,36 +120,152 @@ def list_runs(
             next_cursor = cursor_after(resume, scan.server_cursor)
         notes = list(scan.notes)
         if ns:
-            notes.append(f"namespace {ns!r} (pass namespace=None for all users)")
-        result = RunList(flow=fl, runs=runs, truncated=scan.more, next_cursor=next_cursor, complete=scan.complete,
-                         scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
+            notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
+        result = RunList(flow=fl, runs=[_run_info(r) for r in scan.runs], truncated=scan.more, next_cursor=next_cursor,
+                         complete=scan.complete, scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
         return result.resumable(lambda kept: cursor_after((scan.runs[kept - 1].ts_ms, scan.runs[kept - 1].run_id)))
 
 
+def _step_summary(a: Assessment, so: StepOutcomes) -> StepSummary:
+    starts = [t[0] for t in so.times.values() if t[0] is not None]
+    ends = [t[1] for t in so.times.values() if t[1] is not None]
+    done = len(ends) == len(so.tasks) and bool(ends)
+    durations = sorted(((_duration(s, e), tid) for tid, (s, e) in so.times.items() if s is not None and e is not None),
+                       key=lambda d: -(d[0] or 0))
+    return StepSummary(
+        step=so.step,
+        **a.counts(so),
+        started_at=iso(min(starts)) if starts else None,
+        finished_at=iso(max(ends)) if done else None,
+        duration_s=_duration(min(starts), max(ends)) if starts and done else None,
+        slowest=[TaskTime(task_id=tid, duration_s=d) for d, tid in durations[:SLOWEST]],
+    )
+
+
+def _totals(steps: list[StepSummary]) -> Counts:
+    fields = list(Counts.model_fields)
+    return Counts(**{f: sum(getattr(s, f) for s in steps) for f in fields})
+
+
 def run_summary(run: str) -> RunSummary:
-    """One run's status, timing, per-step task counts and first failure.
+    """One run's state, timing, per-step counts and durations, totals, first failure.
 
     Cost: the run, its steps, and the steps' outcome sets (filtered queries
-    per step on a service), plus one lookup per unsettled task (failed or
-    unfinished, at most 50) — flat in the number of tasks.
+    per step on a service, plus a task listing per step for timing), plus one
+    look per unsettled task (failed or unfinished, at most 50): flat in tasks.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")
         backend = get_backend()
         rec = backend.meta.get_run(ps)
-        a = assess(backend, rec)
-        finished = a.finished_ms
+        a = assess(backend, rec, times=True, finish=True)
         brief: FailureBrief | None = first_failure(backend, rec, a)
+        steps = [_step_summary(a, so) for so in a.outcomes]
+        notes = [f"backend: {backend.kind}"] + a.notes
+        if a.outcomes and not all(so.exact_times for so in a.outcomes):
+            notes.append("step and task times from task registration and last heartbeat (stored at most every 10 s): approximate")
         return RunSummary(
             pathspec=str(ps),
-            status=a.status,  # type: ignore[arg-type]  # statuses come from the rule: running/completed/failed
+            status=a.state,
             created_at=iso(rec.ts_ms) or "",
-            finished_at=iso(finished),
-            duration_s=round((finished - rec.ts_ms) / 1000, 3) if finished else None,
+            finished_at=iso(a.finished_ms),
+            duration_s=_duration(rec.ts_ms, a.finished_ms),
             user=rec.user,
             tags=sorted(rec.tags),
-            steps=[StepSummary(step=so.step, **a.counts(so)) for so in a.outcomes],
+            totals=_totals(steps),
+            steps=steps,
             first_failure=brief,
-            notes=[f"backend: {backend.kind}"] + a.notes,
+            notes=notes,
             cost=Cost.of(meter),
         )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    k = max(0, min(len(values) - 1, round(q * len(values) + 0.5) - 1))
+    return values[k]
+
+
+def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, budget: int, per_step: bool,
+                step_runs: int) -> RunStats:
+    limit = last if last is not None else budget
+    scan = backend.meta.scan_runs(flow, query, limit=limit, after=None, budget=budget, decide=lambda rec: settle_run(backend, rec))
+    runs = scan.runs
+    counts: dict[RunState, int] = {s: 0 for s in RUN_STATES}
+    for r in runs:
+        counts[r.status or "unknown"] += 1
+    finished = counts["completed"] + counts["failed"] + counts["crashed"]
+    durations = sorted(d for r in runs if r.status == "completed" and (d := _duration(r.ts_ms, r.finished_ms)) is not None)
+    stats = RunStats(
+        flow=flow,
+        examined=len(runs),
+        complete=scan.complete and (last is not None or not scan.more),
+        counts=counts,
+        success_rate=round(counts["completed"] / len(runs), 4) if runs else None,
+        finished_success_rate=round(counts["completed"] / finished, 4) if finished else None,
+        notes=list(scan.notes),
+    )
+    if durations:
+        stats.duration_s = {"n": len(durations), "min": durations[0], "median": round(statistics.median(durations), 3),
+                            "p90": _percentile(durations, 0.9), "max": durations[-1]}
+    if last is None and scan.more:
+        stats.notes.append(f"stopped after {len(runs)} runs (budget): narrow since/until or pass last")
+    if per_step:
+        stats.steps = _step_stats(backend, runs[:step_runs])
+        if len(runs) > step_runs:
+            stats.notes.append(f"per-step figures from the newest {step_runs} runs")
+    return stats
+
+
+def _step_stats(backend: Backend, runs: list[RunRecord]) -> dict[str, dict[str, float]]:
+    per: dict[str, dict[str, list[float]]] = {}
+    for rec in runs:
+        a = assess(backend, rec, times=True)
+        for so in a.outcomes:
+            s = _step_summary(a, so)
+            row = per.setdefault(so.step, {"runs": [], "failed": [], "durations": []})
+            row["runs"].append(1)
+            row["failed"].append(s.failed + s.crashed)
+            if s.duration_s is not None:
+                row["durations"].append(s.duration_s)
+    out: dict[str, dict[str, float]] = {}
+    for step, row in per.items():
+        out[step] = {"runs": len(row["runs"]), "failed": sum(row["failed"])}
+        if row["durations"]:
+            out[step]["median_s"] = round(statistics.median(row["durations"]), 3)
+            out[step]["max_s"] = max(row["durations"])
+    return out
+
+
+def run_stats(
+    flows: str | list[str],
+    *,
+    last: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    per_step: bool = False,
+    namespace: str | None = DEFAULT_NAMESPACE,
+) -> RunStatsList:
+    """Runs counted by state, success rates and durations, for one or more flows.
+
+    Over the last N runs (`last`) or a time window (since/until), else all runs
+    within a budget; `examined` and `complete` say what was counted. per_step
+    adds each step's failures and durations (over the newest 20 runs at most).
+    """
+    with metered() as meter:
+        names = [flows] if isinstance(flows, str) else flows
+        if not isinstance(names, list) or not names:
+            raise BadInput("flows must be a flow name or a list of them", hint="e.g. flows='TrainFlow' or flows=['TrainFlow', 'ScoreFlow']")
+        if len(names) > 20:
+            raise BadInput(f"{len(names)} flows asked for at once", hint="ask for at most 20 flows per call")
+        parsed = [Pathspec.parse(f, "flow").flow for f in names]
+        budget = _config.default("stats_runs")
+        if last is not None:
+            last = check_limit("last", last, low=1, high=_config.cap("stats_runs"))
+        ns = resolve_namespace(namespace)
+        query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
+        window = f"last {last} runs" if last is not None else (f"since {since}" if since else "all runs") + (f" until {until}" if until else "")
+        backend = get_backend()
+        out = [_flow_stats(backend, f, query, last, budget, per_step, _config.default("stats_step_runs")) for f in parsed]
+        notes = [f"backend: {backend.kind}"] + ([f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)"] if ns else [])
+        return RunStatsList(flows=out, window=window, notes=notes, cost=Cost.of(meter))

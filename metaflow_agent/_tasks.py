@@ -1,26 +1,32 @@
-"""Failed, crashed and retried tasks of a run."""
+"""Tasks of a run: the failed, crashed and retried ones with their errors, or all of them by state."""
 
 from __future__ import annotations
 
 from . import _config
 from ._backend import Backend, get_backend
-from ._blobs import attempt_ended, foreach_position
+from ._blobs import attempt_ended, attempt_times, foreach_position
 from ._cost import metered
-from ._inputs import check_limit, cursor_offset, make_cursor, open_cursor, query_key
-from ._models import Cost, FailedTask, FailedTaskList
-from ._outcomes import DETAIL_BUDGET, Assessment, assess, exception_of, short_type
+from ._errors import BadInput
+from ._inputs import check_limit, cursor_offset, iso, make_cursor, open_cursor, query_key
+from ._models import AttemptTime, Cost, FailedTask, FailedTaskList, ProblemKind, TaskInfo, TaskList
+from ._outcomes import DETAIL_BUDGET, KIND_STATE, Assessment, assess, exception_of, failed_attempts, short_type
 from ._pathspec import Pathspec
 from ._records import AttemptInfo, TaskDetail, task_order
+from ._states import TASK_STATES, TaskState
 from ._text import clip
+
+_PROBLEM: dict[str, ProblemKind] = {"failed": "failed", "crashed": "crashed", "retrying": "retrying", "unknown": "unknown"}
+# Failures first; tasks that recovered last.
+_KIND_ORDER: dict[str, int] = {"failed": 0, "crashed": 1, "unknown": 2, "retrying": 3, "retried_ok": 4}
 
 
 def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True) -> FailedTaskList:
     """Failed and crashed tasks of a run, with exception and traceback tail.
 
-    Outcomes come from attempt_ok metadata, by each task's latest attempt:
-    failed (no retry left), crashed (died without an outcome), retrying, and
-    retried_ok (failed, then succeeded: not a failure). Cost: the per-step
-    outcome sets (flat in tasks) plus one lookup per unsettled task.
+    Failures first (failed, crashed, unknown), then retrying tasks and those
+    that failed an attempt but succeeded on retry (retried_ok: not failures).
+    Cost: the per-step outcome sets (flat in tasks) plus one look per
+    unsettled task.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")
@@ -30,54 +36,57 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
         backend = get_backend()
         rec = backend.meta.get_run(ps)
         a = assess(backend, rec, budget=max(DETAIL_BUDGET, start + limit))
-        candidates = a.ordered("failed", "crashed", "retrying")
+        rank = {s: i for i, s in enumerate(a.steps)}
+        candidates: list[tuple[str, str, ProblemKind]] = [(s, t, _PROBLEM[k]) for s, t, k in a.ordered(*_PROBLEM)]
         if include_retried:
-            rank = {s: i for i, s in enumerate(a.steps)}
-            retried = [(so.step, t, "retried_ok") for so in a.outcomes for t in so.ok & so.failed]
-            candidates = sorted(candidates + retried, key=lambda c: (rank.get(c[0], 0), task_order(c[1])))
+            candidates += [(so.step, t, "retried_ok") for so in a.outcomes for t in so.ok & so.failed]
+        candidates.sort(key=lambda c: (_KIND_ORDER[c[2]], rank.get(c[0], 0), task_order(c[1])))
         page = candidates[start : start + limit]
-        items = [
-            _describe(backend, ps.child(step).child(task), kind, a.details.get((step, task)) or _from_datastore(backend, ps.child(step).child(task), a, kind))
-            for step, task, kind in page
-        ]
+        items = [_describe(backend, a, ps.child(step).child(task), kind) for step, task, kind in page]
         more = start + limit < len(candidates)
         result = FailedTaskList(
             run=str(ps),
             failed=items,
             total_failed=sum(1 for c in candidates if c[2] == "failed"),
             total_crashed=sum(1 for c in candidates if c[2] == "crashed"),
+            total_unknown=sum(1 for c in candidates if c[2] == "unknown"),
             total_retrying=sum(1 for c in candidates if c[2] == "retrying"),
             total_retried_ok=sum(1 for so in a.outcomes for _ in so.ok & so.failed),
             truncated=more,
             next_cursor=make_cursor("failed_tasks", key, i=start + limit) if more else None,
             complete=a.complete,
-            scanned=len(candidates),
-            notes=[f"backend: {backend.kind}; run status {a.status}"] + a.notes,
+            scanned=sum(len(so.tasks) for so in a.outcomes),
+            notes=[f"backend: {backend.kind}; run {a.state}"] + a.notes,
             cost=Cost.of(meter),
         )
         return result.resumable(lambda kept: make_cursor("failed_tasks", key, i=start + kept))
 
 
-def _from_datastore(backend: Backend, task: Pathspec, a: Assessment, kind: str) -> TaskDetail | None:
-    """Attempts of a failed or crashed task of a finished run, from its folder listing
-    (no metadata request): an attempt that saved data raised, one that did not crashed."""
-    files = a.listings.get((task.step, task.task))
-    if not files or kind not in ("failed", "crashed"):
-        return None
-    attempts = [AttemptInfo(n, False if "data.json" in files[n] else None) for n in sorted(files)]
+def _detail(backend: Backend, a: Assessment, task: Pathspec) -> TaskDetail:
+    """A task's attempts with their timing: its metadata where that is cheap or already read,
+    else its datastore folder (attempt files and their times: no metadata request)."""
+    known = a.details.get((task.step, task.task))
+    if known is not None:
+        return known
+    if backend.kind == "local" or (task.step, task.task) not in a.listings:
+        return backend.meta.task_detail(task)
+    files = a.listings[(task.step, task.task)]
+    times = attempt_times(backend.store, task)
+    attempts = []
+    for n in sorted(files):
+        started, ended = times.get(n, (None, None))
+        attempts.append(AttemptInfo(n, False if "data.json" in files[n] else None, started, ended if "data.json" in files[n] else None))
     saved = [n for n in sorted(files) if "data.json" in files[n]]
-    where = foreach_position(backend.store, task, saved[-1]) if saved else None
-    return TaskDetail(attempts, foreach_index=where)
+    return TaskDetail(attempts, foreach_index=foreach_position(backend.store, task, saved[-1]) if saved else None)
 
 
-def _describe(backend: Backend, task: Pathspec, kind: str, detail: TaskDetail | None) -> FailedTask:
-    if detail is None:
-        detail = backend.meta.task_detail(task)
+def _describe(backend: Backend, a: Assessment, task: Pathspec, kind: ProblemKind) -> FailedTask:
+    detail = _detail(backend, a, task)
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
-    bad = [a.attempt for a in attempts if a.ok is False or (a.ok is None and (kind == "crashed" or a.attempt != latest))]
+    bad = [x.attempt for x in attempts if x.ok is False or (x.ok is None and (kind == "crashed" or x.attempt != latest))]
     return_code = attempt_ended(backend.store, task, latest)[1] if kind == "crashed" else None
-    exc = exception_of(backend, task, detail)
+    exc = exception_of(backend, task, [x.attempt for x in attempts if x.ok is False] or failed_attempts(a, task))
     trace = exc.get("stacktrace")
     if trace:
         trace = "\n".join(trace.rstrip().splitlines()[-15:])
@@ -89,12 +98,62 @@ def _describe(backend: Backend, task: Pathspec, kind: str, detail: TaskDetail | 
         pathspec=str(task),
         step=task.step,
         task_id=task.task,
-        status=kind,  # type: ignore[arg-type]  # kind is one of the FailedTask statuses by construction
+        status=kind,
         attempts=len(attempts) or 1,
         failed_attempts=bad,
+        timing=[AttemptTime(attempt=x.attempt, ok=x.ok, started_at=iso(x.started_ms),
+                            duration_s=round((x.finished_ms - x.started_ms) / 1000, 3) if x.started_ms and x.finished_ms else None)
+                for x in attempts],
         exception_type=short_type(exc.get("type")),
         message=clip(message, 500),
         traceback=clip(trace, 2000),
         return_code=return_code,
         foreach_index=detail.foreach_index,
     )
+
+
+def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = None, limit: int = 100,
+               cursor: str | None = None) -> TaskList:
+    """A run's tasks with their state and timing, optionally of one step or state.
+
+    counts gives every task of the run (or step) by state. Cost: as
+    run_summary (flat in the number of tasks on a service).
+    """
+    with metered() as meter:
+        ps = Pathspec.parse(run, "run")
+        if step is not None:
+            step = Pathspec.parse(f"{ps}/{step}", "step").step
+        if state is not None and state not in TASK_STATES:
+            raise BadInput(f"state={state!r} is not a task state", hint=f"use one of {', '.join(TASK_STATES)}, or omit it")
+        limit = check_limit("limit", limit, low=1, high=_config.cap("tasks"))
+        key = query_key(str(ps), step, state)
+        start = cursor_offset(open_cursor(cursor, "list_tasks", key), "list_tasks")
+        backend = get_backend()
+        rec = backend.meta.get_run(ps)
+        a = assess(backend, rec, times=True)
+        rows: list[TaskInfo] = []
+        for so in a.outcomes:
+            if step is not None and so.step != step:
+                continue
+            for task in sorted(so.tasks, key=task_order):
+                kind = a.verdicts.get((so.step, task))
+                task_state: TaskState = "completed" if task in so.ok else KIND_STATE[kind] if kind else "unknown"
+                begun, ended = so.times.get(task, (None, None))
+                rows.append(TaskInfo(pathspec=f"{ps}/{so.step}/{task}", step=so.step, task_id=task, state=task_state,
+                                     retried=task in so.failed, started_at=iso(begun),
+                                     duration_s=round((ended - begun) / 1000, 3) if begun and ended else None))
+        counts: dict[TaskState, int] = {s: 0 for s in TASK_STATES}
+        for row in rows:
+            counts[row.state] += 1
+        if step is not None and step not in a.steps:
+            backend.meta.check_task(ps.child(step).child("0"))  # NotFound naming the missing step
+        chosen = [r for r in rows if state is None or r.state == state]
+        page = chosen[start : start + limit]
+        more = start + limit < len(chosen)
+        notes = [f"backend: {backend.kind}; run {a.state}"] + a.notes
+        if a.outcomes and not all(so.exact_times for so in a.outcomes):
+            notes.append("task times from registration and last heartbeat: approximate")
+        result = TaskList(run=str(ps), tasks=page, counts=counts, truncated=more,
+                          next_cursor=make_cursor("list_tasks", key, i=start + limit) if more else None,
+                          complete=a.complete, scanned=len(rows), notes=notes, cost=Cost.of(meter))
+        return result.resumable(lambda kept: make_cursor("list_tasks", key, i=start + kept))

@@ -18,16 +18,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
 from . import __version__
+from ._config import debug
 from ._errors import AgentError
 from .render import render_text, to_json
 
@@ -112,8 +112,18 @@ def _add_json_flag(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("--json", action="store_true", default=default, help="print the result model as compact JSON")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the CLI's own form: `error: ...` then `hint: ...`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        print(f"hint: {self.prog} --help lists the arguments and their allowed values", file=sys.stderr)
+        self.print_usage(sys.stderr)
+        raise SystemExit(EXIT_AGENT_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="metaflow-agent",
         description="Bounded, typed, cheap Metaflow queries. Each subcommand is one metaflow_agent function.",
     )
@@ -177,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # never a traceback for an agent; opt in for debugging
-        if os.environ.get("METAFLOW_AGENT_DEBUG"):
+        if debug():
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: this is a bug in metaflow-agent; rerun with METAFLOW_AGENT_DEBUG=1 for the traceback", file=sys.stderr)

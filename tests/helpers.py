@@ -145,3 +145,16 @@ def client_outcome(task) -> ClientOutcome | None:
     outcome = {"True": "completed", "False": "failed", None: "crashed"}[per[latest]]
     bad = [a for a, ok in per.items() if ok == "False" or (ok is None and (a != latest or outcome == "crashed"))]
     return ClientOutcome(task.pathspec, outcome, latest + 1, bad)
+
+
+def client_run_state(run) -> str:
+    """A finished run's state by the plain Client API: completed when successful, failed when a
+    task's latest attempt recorded attempt_ok False, else crashed (something died)."""
+    if run.successful:
+        return "completed"
+    for step in run:
+        for task in step:
+            outcome = client_outcome(task)
+            if outcome is not None and outcome.outcome == "failed":
+                return "failed"
+    return "crashed"

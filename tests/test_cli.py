@@ -55,6 +55,12 @@ def cases(runs: Any) -> list[tuple[list[str], Any]]:
          lambda: mfa.search_artifacts("ArtifactFlow", name="bl*", min_size=1000)),
         (["compare-runs", runs.art_a, runs.art_b], lambda: mfa.compare_runs(runs.art_a, runs.art_b)),
         (["capabilities"], lambda: mfa.capabilities()),
+        (["list-flows", "--no-namespace"], lambda: mfa.list_flows(namespace=None)),
+        (["run-stats", "HelloFlow", "--last", "3", "--per-step"], lambda: mfa.run_stats("HelloFlow", last=3, per_step=True)),
+        (["diagnose-run", runs.hello_failed, "--lines", "4"], lambda: mfa.diagnose_run(runs.hello_failed, lines=4)),
+        (["list-tasks", runs.retry, "--step", "work"], lambda: mfa.list_tasks(runs.retry, step="work")),
+        (["artifact-values", "ArtifactFlow", "score", "--order", "oldest", "--no-namespace"],
+         lambda: mfa.artifact_values("ArtifactFlow", "score", order="oldest", namespace=None)),
     ]
 
 
@@ -127,7 +133,7 @@ def test_render_text_is_generic(local_runs: Any) -> None:
         (["run-summary", "HelloFlow/999999"], ""),  # NotFound
         (["list-runs", "HelloFlow", "--limit", "0"], "between"),  # BadLimit
         (["task-logs", "LogFlow/1/noisy/2", "--tail", "3", "--grep", "x"], "only one"),
-        (["list-runs", "HelloFlow", "--status", "weird"], "running, completed, failed"),
+        (["list-runs", "HelloFlow", "--status", "weird"], "'running', 'completed', 'failed', 'crashed', 'unknown'"),
         (["demo", "--width", "2"], "--width between"),
     ],
 )

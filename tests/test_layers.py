@@ -17,15 +17,16 @@ PROVIDER = "metaflow_extensions.agent.plugins.agent_metadata"
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS: list[list[str]] = [
-    ["metaflow_agent._errors", "metaflow_agent._text", "metaflow_agent._states", "metaflow_agent._config", "metaflow_agent._cost"],
+    ["metaflow_agent._errors", "metaflow_agent._text", "metaflow_agent._states", "metaflow_agent._config", "metaflow_agent._cost",
+     "metaflow_agent._liveness"],
     ["metaflow_agent._pathspec", "metaflow_agent._inputs", "metaflow_agent._unpickle"],
     ["metaflow_agent._records", "metaflow_agent._models", "metaflow_agent._datastore"],
     ["metaflow_agent.backends", "metaflow_agent.backends.base"],
     ["metaflow_agent.backends.local", f"{PROVIDER}.transport", f"{PROVIDER}.capabilities", f"{PROVIDER}.queries", f"{PROVIDER}.provider"],
-    ["metaflow_agent._blobs", "metaflow_agent._backend"],
+    ["metaflow_agent._blobs", "metaflow_agent._backend", "metaflow_agent._values"],
     ["metaflow_agent._outcomes"],
     ["metaflow_agent._runs", "metaflow_agent._tasks", "metaflow_agent._logs", "metaflow_agent._artifacts",
-     "metaflow_agent._compare", "metaflow_agent._capabilities"],
+     "metaflow_agent._compare", "metaflow_agent._capabilities", "metaflow_agent._flows", "metaflow_agent._diagnose"],
     ["metaflow_agent._public", "metaflow_agent.render"],
     ["metaflow_agent", "metaflow_agent.cli", "metaflow_agent.__main__"],
 ]

@@ -320,9 +320,14 @@ def test_compare_alpha_changed(local_runs, client):
     assert set(params) == {"alpha"}  # big_mb is equal in both runs
     alpha = params["alpha"]
     assert alpha.change == "changed"
-    assert alpha.value_a == repr(a.data.alpha) == "0.5"
-    assert alpha.value_b == repr(b.data.alpha) == "0.7"
+    assert alpha.value_a == a.data.alpha == 0.5  # small plain values, as JSON
+    assert alpha.value_b == b.data.alpha == 0.7
     assert alpha.sha_a != alpha.sha_b
+    # Changed end-step artifacts show their values the same way, when small and plain.
+    arts = {d.name: d for d in got.artifacts}
+    assert (arts["score"].value_a, arts["score"].value_b) == (a.data.score, b.data.score)
+    assert arts["summary"].value_a == a.data.summary and arts["summary"].value_b == b.data.summary
+    assert arts["config"].value_a == a.data.config  # a dict holding a list
 
 
 def test_compare_artifacts_by_sha_match_client(local_runs, client):

@@ -52,6 +52,11 @@ def calls(runs: Any) -> dict[str, dict[str, Any]]:
         "search_artifacts": {"flow": "ArtifactFlow", "name": "con*"},
         "compare_runs": {"run_a": runs.art_a, "run_b": runs.art_b},
         "capabilities": {},
+        "list_flows": {"namespace": None},
+        "run_stats": {"flows": "HelloFlow", "last": 3},
+        "diagnose_run": {"run": runs.hello_failed},
+        "list_tasks": {"run": runs.retry},
+        "artifact_values": {"flow": "ArtifactFlow", "name": "score", "namespace": None},
     }
 
 

@@ -41,8 +41,9 @@ def test_all_is_sorted_and_has_no_private():
 def test_functions_are_the_query_functions():
     names = [f.__name__ for f in ma.FUNCTIONS]
     assert names == [
-        "list_runs", "run_summary", "failed_tasks", "task_logs", "list_artifacts",
-        "artifact_preview", "search_artifacts", "compare_runs", "capabilities",
+        "list_flows", "list_runs", "run_summary", "run_stats", "diagnose_run", "failed_tasks", "list_tasks",
+        "task_logs", "list_artifacts", "artifact_preview", "artifact_values", "search_artifacts", "compare_runs",
+        "capabilities",
     ]
     for fn in ma.FUNCTIONS:
         assert fn.__name__ in ma.__all__

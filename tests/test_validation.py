@@ -173,7 +173,7 @@ def test_bad_time(value):
 
 
 def test_bad_stream_and_modes(start_task):
-    _expect(ma.BadInput, ma.task_logs, start_task, stream="both")
+    _expect(ma.BadInput, ma.task_logs, start_task, stream="all")
     _expect(ma.BadInput, ma.task_logs, start_task, tail=5, head=5)
     _expect(ma.BadInput, ma.task_logs, start_task, tail=5, grep="x")
 

@@ -1,6 +1,7 @@
 """What a metadata backend must answer: the one interface local Metaflow and the metadata
 service implement as siblings (`backends.local.LocalMetadata`, and the extended provider's
-`ServiceQueries`). Records in and out (`metaflow_agent._records`); pathspecs as `Pathspec`."""
+`ServiceQueries`). Records in and out (`metaflow_agent._records`); pathspecs as `Pathspec`;
+liveness as a three-valued `Fact` (see `metaflow_agent._states`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,23 @@ from abc import ABC, abstractmethod
 from typing import Callable, Literal
 
 from .._pathspec import Pathspec
-from .._records import RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
+from .._records import FailureLook, RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
+from .._states import Fact
 
-Decide = Callable[[RunRecord], "tuple[str, int | None]"]
+Decide = Callable[[RunRecord], None]  # sets a run's status and finished_ms
 
 
 class MetadataBackend(ABC):
-    """Runs, steps, tasks and their outcomes, as cheaply as the storage allows."""
+    """Flows, runs, steps, tasks, their outcomes and liveness, as cheaply as the storage allows."""
 
     kind: Literal["local", "service"]
-    # True where a task's own activity is the only sign of life (no run heartbeat).
-    tasks_outlive_run: bool = False
+    # True where liveness is proved from a delayed signal (heartbeats): a run that has just
+    # failed for good still looks alive for a while, so alive runs are checked for failures.
+    liveness_lags: bool = False
+
+    @abstractmethod
+    def list_flows(self) -> list[str]:
+        """Every flow name."""
 
     @abstractmethod
     def check_flow(self, flow: str) -> None:
@@ -28,28 +35,34 @@ class MetadataBackend(ABC):
     def scan_runs(self, flow: str, query: RunQuery, *, limit: int, after: tuple[int, str] | None, budget: int,
                   server_cursor: str | None = None, decide: Decide | None = None) -> RunScan:
         """Runs matching query, newest first, strictly after the (ts_ms, run_id) key (or from
-        the service's own cursor, when a previous page ended on one). `decide(run)` gives a
-        run's (status, finished_ms) where the backend cannot tell cheaply; None: status unneeded."""
+        the service's own cursor, when a previous page ended on one). `decide(run)` settles a
+        run's state and finish (at most `budget` of them); None: states are not needed."""
 
     @abstractmethod
     def get_run(self, run: Pathspec) -> RunRecord:
         """One run; NotFound when absent."""
 
     @abstractmethod
-    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
-        """(status, finished_ms) when one cheap look settles it (end step succeeded; run long dead); else None."""
+    def end_outcome(self, run: RunRecord) -> tuple[bool | None, int | None]:
+        """(ok, finished_ms) of the end step's latest attempt: True/False when it recorded an
+        outcome, None when it has none (no end task yet, or it died)."""
 
     @abstractmethod
-    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
-        """Whether the run may still make progress (fresh heartbeat or recent activity)."""
+    def run_liveness(self, run: RunRecord) -> Fact:
+        """True when the run is proved alive, False when proved dead, None when nobody can tell."""
 
     @abstractmethod
-    def task_fresh(self, task: Pathspec) -> bool:
-        """Whether an unfinished task shows recent life (heartbeat or file activity)."""
+    def task_liveness(self, task: Pathspec) -> Fact:
+        """The same, for one task's current attempt."""
+
+    def failure_look(self, run: RunRecord) -> FailureLook | None:
+        """Tasks whose latest attempt failed, from one cheap look at what the run recorded last;
+        None when there is no such look (then the steps are searched)."""
+        return None
 
     @abstractmethod
     def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        """When a run that is over last recorded anything."""
+        """When a run that is over last recorded anything (its last outcome)."""
 
     @abstractmethod
     def list_steps(self, run: Pathspec) -> list[str]:
@@ -60,8 +73,12 @@ class MetadataBackend(ABC):
         """Task ids of a step (the _parameters step included)."""
 
     @abstractmethod
-    def step_outcomes(self, run: Pathspec, steps: list[str]) -> list[StepOutcomes]:
-        """Outcome sets for the given steps."""
+    def step_outcomes(self, run: Pathspec, steps: list[str], *, times: bool = False) -> list[StepOutcomes]:
+        """Outcome sets for the given steps; with each task's start and finish when `times`."""
+
+    @abstractmethod
+    def failed_tasks_of(self, step: Pathspec) -> set[str]:
+        """Tasks of a step with an attempt that recorded attempt_ok False (one cheap look)."""
 
     @abstractmethod
     def task_detail(self, task: Pathspec) -> TaskDetail:

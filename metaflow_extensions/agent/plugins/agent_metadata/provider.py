@@ -69,9 +69,9 @@ class AgentMetadataProvider(ServiceMetadataProvider):
 
     @classmethod
     def query_runs(cls, flow: str, query: RunQuery, limit: int = 20, after: tuple[int, str] | None = None, budget: int = 300) -> RunScan:
-        """Runs by status / time range / user / tags, newest first, bounded."""
-        engine = cls.queries()
-        return engine.scan_runs(flow, query, limit=limit, after=after, budget=budget, decide=engine.quick_or_heartbeat)
+        """Runs by time range / user / tags, newest first, bounded, with the service's own
+        derived status (`service_status`); run states by our rule come from `metaflow_agent.list_runs`."""
+        return cls.queries().scan_runs(flow, query, limit=limit, after=after, budget=budget)
 
     @classmethod
     def task_outcomes(cls, run: str | Pathspec) -> list[StepOutcomes]:

@@ -18,17 +18,19 @@ from metaflow_agent._cost import current_meter
 from metaflow_agent._errors import BackendError, NotFound, ServiceProtocolError
 from metaflow_agent._pathspec import Pathspec, not_found
 from metaflow_agent._records import (
+    FailureLook,
     Listed,
     RunQuery,
     RunRecord,
     RunScan,
     StepOutcomes,
     TaskDetail,
+    attempt_of,
     detail_from_rows,
     run_sort_key,
     scan_runs,
 )
-from metaflow_agent._states import DEAD_AFTER_S
+from metaflow_agent._states import ALIVE_WITHIN_S, DEAD_AFTER_S, Fact, heartbeat_liveness
 from metaflow_agent.backends.base import Decide, MetadataBackend
 
 from .capabilities import ServiceCaps, detect
@@ -37,7 +39,10 @@ from .transport import Reply, ServiceTransport, encode_query
 MAX_PAGE = 500  # master's cap on _limit
 MAX_PAGES = 200  # safety bound on cursor following
 FALLBACK_TASKS = 200  # per-task metadata scans allowed without filtered_tasks
-FRESH_CHECKS = 5  # fresh runs re-derived per listing (each costs a request per step)
+FRESH_CHECKS = 5  # runs master calls running whose heartbeat is late, re-derived per listing
+SHORT_RUN_S = 30  # a heartbeat this close to a run's start cannot date its end
+RECENT_ROWS = 50  # newest metadata rows of a run read to date its end and spot its failure
+RECENT_LOOKUPS = 20  # runs per call whose newest metadata rows are read
 
 
 def rows_of(reply: Reply, what: str) -> list[Any]:
@@ -75,6 +80,7 @@ class ServiceQueries(MetadataBackend):
     """The metadata backend of one metadata service URL: typed records in and out."""
 
     kind = "service"
+    liveness_lags = True
 
     def __init__(self, transport: ServiceTransport) -> None:
         self.t = transport
@@ -109,10 +115,17 @@ class ServiceQueries(MetadataBackend):
         return rows, True
 
     @staticmethod
-    def _fresh(heartbeat_s: float | None) -> bool:
-        return heartbeat_s is not None and _config.now_s() - heartbeat_s < DEAD_AFTER_S
+    def _liveness(heartbeat_s: float | None) -> Fact:
+        return heartbeat_liveness(None if heartbeat_s is None else _config.now_s() - heartbeat_s)
 
     # --- flows and runs ----------------------------------------------------------
+    def list_flows(self) -> list[str]:
+        if self.caps.cursors:
+            rows, _ = self._pages("/flows", {"_limit": MAX_PAGE}, want=MAX_PAGE * MAX_PAGES)
+        else:
+            rows = rows_of(self._get("/flows"), "flows")
+        return sorted({str(r["flow_id"]) for r in rows if isinstance(r, dict) and r.get("flow_id")})
+
     def check_flow(self, flow: str) -> None:
         if self._get(f"/flows/{flow}", ok404=True).status == 404:
             raise not_found(Pathspec(flow), "on the metadata service")
@@ -134,7 +147,8 @@ class ServiceQueries(MetadataBackend):
                              key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
 
             def settle(rec: RunRecord) -> None:
-                rec.status, rec.finished_ms = decide(rec) if decide else (rec.status or "running", None)
+                if decide is not None:
+                    decide(rec)
 
             note = f"service does not filter: listed all {len(rows)} runs once, filtered client-side"
             scan = scan_runs((Listed(r) for r in records), query, limit=limit, after=after, budget=budget,
@@ -150,7 +164,10 @@ class ServiceQueries(MetadataBackend):
         # heartbeat goes stale; a fresh run may already have failed for good, so
         # "failed" also asks for running rows, and fresh rows are re-derived here,
         # at most FRESH_CHECKS of them per listing.
-        wanted = {None: "running,completed,failed", "failed": "running,failed"}.get(q.status, q.status)
+        # Master's derived status: completed (end ok), running (heartbeat within 360 s), else
+        # failed. Ours splits its running (alive, or late: unknown/failed) and its failed
+        # (failed, crashed, unknown without heartbeat), so ask for every row ours could be.
+        wanted = {None: "running,completed,failed", "running": "running", "completed": "completed"}.get(q.status, "running,failed")
         params: dict[str, Any] = {"status:eq": wanted, "_limit": min(limit, MAX_PAGE)}
         if server_cursor:
             after = None  # the service's cursor already says where to resume
@@ -182,52 +199,89 @@ class ServiceQueries(MetadataBackend):
                 page = {**page, "_cursor": nxt}
 
         def needs_check(rec: RunRecord) -> bool:
-            return decide is not None and (rec.status is None or self._fresh(rec.last_heartbeat_s))
+            """Settling costs requests unless master already decided (end ok) or the run is alive."""
+            return decide is not None and not (rec.service_status == "completed" or self._liveness(rec.last_heartbeat_s) is True)
 
-        kept_word: list[str] = []  # fresh runs past the bound, left with master's status
+        late: list[str] = []  # runs master calls running whose heartbeat is late, past the bound
 
         def settle(rec: RunRecord) -> None:
-            if not needs_check(rec):
-                rec.status, rec.finished_ms = rec.status or "running", _heartbeat_ms(rec) if rec.status else None
-            elif decide is not None and (rec.status is None or (not kept_word and fresh_left[0] > 0)):
-                if rec.status is not None:
-                    fresh_left[0] -= 1
-                rec.status, rec.finished_ms = decide(rec)
-            else:
-                kept_word.append(rec.run_id)
+            if decide is None:
+                return
+            if rec.service_status == "running" and needs_check(rec):
+                if len(late) >= FRESH_CHECKS:
+                    late.append(rec.run_id)
+                    rec.status = "unknown"  # not re-derived: its heartbeat is late, nothing else was checked
+                    return
+                late.append(rec.run_id)
+            decide(rec)
 
         scan = scan_runs(listed(), q, limit=limit, after=after, budget=budget, needs_check=needs_check,
                          settle=settle, note="service filters: status/time/user/tags pushed down, cursors followed")
-        if kept_word:
+        if len(late) > FRESH_CHECKS:
             scan.complete = False
-            scan.notes.append(f"more than {FRESH_CHECKS} runs are under {DEAD_AFTER_S} s old: "
-                              f"{len(kept_word)} keep the service's status without re-deriving it")
+            scan.notes.append(f"{len(late) - FRESH_CHECKS} runs with a heartbeat {ALIVE_WITHIN_S}-{DEAD_AFTER_S} s old "
+                              f"were not re-derived (bound {FRESH_CHECKS} per call): shown as unknown")
         return scan
 
-    # --- status --------------------------------------------------------------------
-    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
-        """Completed when the end step succeeded; failed when the heartbeat is stale
-        (master's own rule); None while the run is fresh and not done (assess it)."""
+    # --- outcomes and liveness ------------------------------------------------------
+    def end_outcome(self, run: RunRecord) -> tuple[bool | None, int | None]:
         if self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True"):
-            return "completed", _heartbeat_ms(run)
-        if not self._fresh(run.last_heartbeat_s):
-            return "failed", _heartbeat_ms(run)
-        return None
+            return True, self.finished_ms(run, [])
+        return None, None
 
-    def quick_or_heartbeat(self, run: RunRecord) -> tuple[str, int | None]:
-        return self.quick_status(run) or ("running", None)
+    def run_liveness(self, run: RunRecord) -> Fact:
+        return self._liveness(run.last_heartbeat_s)
 
-    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
-        return self._fresh(run.last_heartbeat_s)
-
-    def task_fresh(self, task: Pathspec) -> bool:
+    def task_liveness(self, task: Pathspec) -> Fact:
         reply = self._get(_path(task), ok404=True)
         body = reply.body if isinstance(reply.body, dict) else {}
         value = body.get("last_heartbeat_ts")
-        return self._fresh(float(value) if isinstance(value, (int, float)) else None)
+        return self._liveness(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+
+    def _recent(self, run: RunRecord) -> list[dict[str, Any]] | None:
+        """The run's newest metadata rows (master orders them newest first); None where the
+        service cannot page them or this call already read its share."""
+        if not self.caps.cursors:
+            return None
+        memo = current_meter().memo
+        key = ("recent", run.flow, run.run_id)
+        if key not in memo:
+            spent = sum(1 for k in memo if k[0] == "recent")
+            if spent >= RECENT_LOOKUPS:
+                return None
+            reply = self._get(_path(run.pathspec) + "/metadata", {"_limit": RECENT_ROWS})
+            memo[key] = [r for r in rows_of(reply, "run metadata") if isinstance(r, dict) and isinstance(r.get("ts_epoch"), int)]
+        found: list[dict[str, Any]] = memo[key]
+        return found
+
+    def failure_look(self, run: RunRecord) -> FailureLook | None:
+        """A run stops right after a task fails for good: its newest rows then hold that task's
+        attempt_ok False, with no later attempt of the same task (one request, master only).
+        Fewer rows than asked for is every row of the run: the look is then a proof."""
+        rows = self._recent(run)
+        if rows is None:
+            return None
+        latest: dict[tuple[str, str], tuple[int, bool | None]] = {}
+        for r in sorted(rows, key=lambda r: (r["ts_epoch"], r.get("id") or 0)):
+            task, attempt = (str(r.get("step_name")), str(r.get("task_id"))), attempt_of(r)
+            if r.get("field_name") == "attempt" and attempt >= latest.get(task, (-1, None))[0]:
+                latest[task] = (attempt, None)
+            elif r.get("field_name") == "attempt_ok" and attempt >= latest.get(task, (-1, None))[0]:
+                latest[task] = (attempt, r.get("value") == "True")
+        failed = [run.pathspec.child(step).child(task) for (step, task), (_, ok) in sorted(latest.items()) if ok is False]
+        return FailureLook(failed, whole_run=len(rows) < RECENT_ROWS)
 
     def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        return _heartbeat_ms(run)
+        """The run's last recorded activity: master's newest metadata row when the heartbeat
+        cannot date it (a short run); otherwise the heartbeat (stored at most every 10 s)."""
+        heartbeat = _heartbeat_ms(run)
+        newest = max((so.newest_ms for so in outcomes), default=0)
+        if heartbeat is None or heartbeat - run.ts_ms < SHORT_RUN_S * 1000:
+            rows = self._recent(run)
+            if rows:
+                return max(newest, max(int(r["ts_epoch"]) for r in rows))
+            return newest or None  # too short to date from a heartbeat, and nothing newer known
+        return max(heartbeat, newest)
 
     # --- steps and tasks -------------------------------------------------------------
     def list_steps(self, run: Pathspec) -> list[str]:
@@ -238,8 +292,7 @@ class ServiceQueries(MetadataBackend):
         return [str(r["step_name"]) for r in rows if r.get("step_name")]
 
     def list_tasks(self, step: Pathspec) -> list[str]:
-        rows = rows_of(self._get(_path(step) + "/tasks"), f"tasks of {step}")
-        return [str(r["task_id"]) for r in rows if isinstance(r, dict) and "task_id" in r]
+        return [str(r["task_id"]) for r in self._task_rows(step)]
 
     def filtered_tasks(self, step: Pathspec, field: str, pattern: str) -> set[str]:
         """Task ids of a step whose metadata `field` matches `pattern` (one request)."""
@@ -267,17 +320,33 @@ class ServiceQueries(MetadataBackend):
                 hits.add(task)
         return hits
 
-    def step_outcomes(self, run: Pathspec, steps: list[str], *, started: bool = True) -> list[StepOutcomes]:
-        """Per step: tasks with attempt_ok True, with attempt_ok False, and (optionally) started.
-        Three filtered_tasks requests per step, whatever the number of tasks."""
+    def step_outcomes(self, run: Pathspec, steps: list[str], *, times: bool = False) -> list[StepOutcomes]:
+        """Per step: tasks with attempt_ok True, with attempt_ok False, and started.
+        Three filtered_tasks requests per step, whatever the number of tasks; with `times`,
+        one task listing more per step (start: the task's registration; finish: its last
+        heartbeat, stored at most every 10 s: approximate)."""
         out = []
         for step in steps:
             sps = run.child(step)
             ok = self.filtered_tasks(sps, "attempt_ok", "True")
             failed = self.filtered_tasks(sps, "attempt_ok", "False")
-            begun = self.filtered_tasks(sps, "attempt", ".") if started else set()
-            out.append(StepOutcomes(step, begun | ok | failed, ok, failed))
+            begun = self.filtered_tasks(sps, "attempt", ".")
+            so = StepOutcomes(step, begun | ok | failed, ok, failed, exact_times=False)
+            if times:
+                for row in self._task_rows(sps):
+                    tid, start, beat = str(row.get("task_id")), row.get("ts_epoch"), row.get("last_heartbeat_ts")
+                    finished = int(beat * 1000) if isinstance(beat, (int, float)) and tid in (ok | failed) else None
+                    so.times[tid] = (start if isinstance(start, int) else None, finished)
+            out.append(so)
         return out
+
+    def _task_rows(self, step: Pathspec) -> list[dict[str, Any]]:
+        """Every task row of a step (unfiltered: both generations send the whole list)."""
+        rows = rows_of(self._get(_path(step) + "/tasks"), f"tasks of {step}")
+        return [r for r in rows if isinstance(r, dict) and "task_id" in r]
+
+    def failed_tasks_of(self, step: Pathspec) -> set[str]:
+        return self.filtered_tasks(step, "attempt_ok", "False")
 
     def check_task(self, task: Pathspec) -> None:
         if self._get(_path(task), ok404=True).status == 404:
