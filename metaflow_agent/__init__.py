@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._artifacts import artifact_preview, list_artifacts, search_artifacts
 from ._capabilities import capabilities
 from ._compare import compare_runs
+from ._docs import FunctionDoc, function_doc
 from ._errors import (
     AgentError,
     BackendError,
@@ -72,6 +73,7 @@ __all__ = [
     "Capabilities",
     "Cost",
     "FailedTaskList",
+    "FunctionDoc",
     "NotFound",
     "PathEscape",
     "RunComparison",
@@ -86,6 +88,7 @@ __all__ = [
     "capabilities",
     "compare_runs",
     "failed_tasks",
+    "function_doc",
     "list_artifacts",
     "list_runs",
     "run_summary",

@@ -69,8 +69,14 @@ def list_artifacts(
 ) -> ArtifactList:
     """A task's artifact names, sizes, types and sha, without loading any.
 
-    Reads one small index file (data.json) of the latest attempt. Private
-    Metaflow artifacts (names starting with _) are hidden unless asked for.
+    Reads one small index file (data.json) of the attempt.
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        attempt: Attempt number; default the latest that saved data.
+        include_private: Also list Metaflow's own artifacts (names starting with _).
+        limit: Most artifacts to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         ps = parse_pathspec(task, "task")
@@ -122,8 +128,15 @@ def _summary(value: Any) -> dict[str, Any]:
 def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_bytes: int | None = None, max_chars: int | None = None) -> ArtifactPreview:
     """A short, type-aware, size-guarded look at one artifact's value.
 
-    Refuses (TooLarge, with the size) to load an artifact stored larger than
-    max_bytes. This is the one function that unpickles, and only the one value.
+    The one function that unpickles, and only this value; refuses (TooLarge)
+    an artifact stored larger than max_bytes.
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        name: Artifact name (list_artifacts shows them).
+        attempt: Attempt number; default the latest that saved data.
+        max_bytes: Refuse an artifact stored larger than this.
+        max_chars: Cut the repr to this many characters.
     """
     with metered() as meter:
         ps = parse_pathspec(task, "task")
@@ -191,8 +204,22 @@ def search_artifacts(
 ) -> ArtifactSearch:
     """Find artifacts by name glob, size and type across recent runs.
 
-    Reads each task's data.json only — nothing is unpickled. Scans the
-    newest `runs` runs (or those in since/until) within a task budget.
+    Reads each task's data.json only, nothing unpickled; scans the newest
+    `runs` runs (or those in since/until) within a task budget.
+
+    Args:
+        flow: Flow name.
+        name: Artifact name or glob, e.g. 'model*'.
+        min_size: Smallest stored size in bytes.
+        max_size: Largest stored size in bytes.
+        type: Substring of the Python type, e.g. 'DataFrame'.
+        runs: How many recent runs to scan.
+        since: Runs created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Runs created before: ISO-8601 or relative.
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
+        include_private: Also match Metaflow's own artifacts (names starting with _).
+        limit: Most hits to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         fl = parse_pathspec(flow, "flow").flow

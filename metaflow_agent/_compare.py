@@ -45,8 +45,13 @@ def _small_repr(backend: Backend, flow: str, info: ArtifactInfo | None) -> str |
 def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> RunComparison:
     """Parameters and end-step artifacts that differ between two runs.
 
-    Equal sha: equal value, nothing loaded. Only parameters (small) are
-    shown by value. Cost: two data.json reads per run plus the step listings.
+    By sha (equal sha, equal value): nothing loaded but small parameter
+    values. Cost: two data.json reads per run plus step listings.
+
+    Args:
+        run_a: First run pathspec 'Flow/RunId'.
+        run_b: Second run pathspec 'Flow/RunId'.
+        include_private: Also compare Metaflow's own artifacts (names starting with _).
     """
     with metered() as meter:
         a, b = parse_pathspec(run_a, "run"), parse_pathspec(run_b, "run")

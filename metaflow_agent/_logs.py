@@ -12,7 +12,7 @@ from ._blobs import attempt_files
 from ._cost import metered
 from ._errors import BadInput, NotFound
 from ._inputs import check_limit, compile_pattern, parse_pathspec
-from ._models import LogLine, TaskLog
+from ._models import LogLine, Stream, TaskLog
 from ._result import cost_of
 from .backends.base import Backend
 
@@ -88,7 +88,7 @@ def _head_lines(backend: Backend, rel: str, size: int, want: int, budget: int) -
 def task_logs(
     task: str,
     *,
-    stream: str = "stdout",
+    stream: Stream = "stdout",
     tail: int | None = None,
     head: int | None = None,
     grep: str | None = None,
@@ -99,8 +99,19 @@ def task_logs(
 ) -> TaskLog:
     """Part of a task's log: last lines, first lines, or regex matches.
 
-    Reads byte ranges only (tail seeks from the end), reports the log's total
-    size and bytes read. grep scans at most max_bytes and says when it stopped.
+    Reads byte ranges only; says the log's size and the bytes read. One of
+    tail, head, grep (default tail=50).
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        stream: Which log.
+        tail: Last N lines.
+        head: First N lines.
+        grep: Python regex; returns matching lines with context.
+        context: Lines around each grep match.
+        max_matches: Stop grep after this many matches.
+        attempt: Attempt number; default the latest.
+        max_bytes: Most bytes read; grep says where it stopped.
     """
     with metered() as meter:
         ps = parse_pathspec(task, "task")

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TaskStatus = Literal["completed", "failed", "running", "crashed", "pending"]
 RunStatus = Literal["completed", "failed", "running"]
+Stream = Literal["stdout", "stderr"]
+Detail = Literal["brief", "full"]
 
 
 class _Model(BaseModel):
@@ -96,7 +98,7 @@ class FailedTask(_Model):
     failed_attempts: list[int] = Field(description="Attempt numbers that failed or crashed.")
     exception_type: str | None = Field(default=None, description="Exception class of the latest failed attempt.")
     message: str | None = Field(default=None, description="Exception message, bounded.")
-    traceback: str | None = Field(default=None, description="Last lines of the traceback, bounded.")
+    traceback: str | None = Field(default=None, description="Last lines of the traceback, bounded; omitted when detail='brief'.")
     return_code: int | None = Field(default=None, description="Process return code when the runtime recorded one (e.g. -9 for SIGKILL).")
     foreach_index: str | None = Field(default=None, description="Foreach position, e.g. 'items=3', when the task is in a foreach.")
 
@@ -119,7 +121,7 @@ class LogLine(_Model):
 
 class TaskLog(_Model):
     pathspec: str = Field(description="Task pathspec.")
-    stream: Literal["stdout", "stderr"] = Field(description="Which stream.")
+    stream: Stream = Field(description="Which stream.")
     attempt: int = Field(description="Attempt whose log was read.")
     mode: Literal["tail", "head", "grep"] = Field(description="How the log was read.")
     log_size: int = Field(description="Total size of the log file(s) in bytes.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, get_args
 
 from . import _limits
 from ._backend import get_backend
@@ -17,13 +17,13 @@ from ._inputs import (
     parse_time,
     query_key,
 )
-from ._models import FailureBrief, RunInfo, RunList, RunSummary, StepSummary
+from ._models import FailureBrief, RunInfo, RunList, RunStatus, RunSummary, StepSummary
 from ._outcomes import assess, first_failure
 from ._result import cost_of
 from .backends.base import RunQuery
 
 DEFAULT_NAMESPACE = "default"
-_STATUSES = ("running", "completed", "failed")
+_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 def resolve_namespace(namespace: str | None) -> str | None:
@@ -50,7 +50,7 @@ def _tags(value: Iterable[str] | str | None, name: str) -> tuple[str, ...]:
 def list_runs(
     flow: str,
     *,
-    status: str | None = None,
+    status: RunStatus | None = None,
     since: str | None = None,
     until: str | None = None,
     tags_any: list[str] | None = None,
@@ -62,10 +62,19 @@ def list_runs(
 ) -> RunList:
     """Recent runs of a flow, newest first, filtered by status, time, tags.
 
-    since/until take ISO-8601 or relative times ('24h', '7d'). namespace
-    'default' is Metaflow's default (user:<you>); null searches all runs.
-    Cost: one listing (filters pushed to the service when it supports them)
-    plus at most a bounded number of status checks.
+    Cost: one listing plus a bounded number of status checks.
+
+    Args:
+        flow: Flow name.
+        status: Only runs in this state.
+        since: Created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Created before: ISO-8601 or relative.
+        tags_any: Runs with at least one of these tags.
+        tags_all: Runs with all of these tags.
+        user: Runs started by this user.
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
+        limit: Most runs to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         fl = parse_pathspec(flow, "flow").flow
@@ -110,7 +119,7 @@ def list_runs(
                 next_cursor = make_cursor("list_runs", key, ts=resume[0], id=resume[1], since=query.since_ms, until=query.until_ms, **srv)
         notes = list(scan.notes)
         if ns:
-            notes.append(f"namespace {ns!r} (pass namespace=None for all users)")
+            notes.append(f"namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         return RunList(
             flow=fl,
             runs=runs,
@@ -126,9 +135,11 @@ def list_runs(
 def run_summary(run: str) -> RunSummary:
     """One run's status, timing, per-step task counts and first failure.
 
-    Cost: the run, its steps, and the steps' outcome sets (filtered queries
-    per step on a service), plus one lookup per unsettled task (failed or
-    unfinished, at most 50) — flat in the number of tasks.
+    Cost: the run, its steps and their outcome sets (flat in the number of
+    tasks), plus one lookup per unsettled task (at most 50).
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
     """
     with metered() as meter:
         ps = parse_pathspec(run, "run")

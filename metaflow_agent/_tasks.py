@@ -14,7 +14,8 @@ from ._inputs import (
     parse_pathspec,
     query_key,
 )
-from ._models import FailedTask, FailedTaskList
+from ._errors import BadInput
+from ._models import Detail, FailedTask, FailedTaskList
 from ._outcomes import (
     DETAIL_BUDGET,
     Assessment,
@@ -27,17 +28,27 @@ from ._result import clip, cost_of
 from .backends.base import AttemptInfo, Backend, RunRecord, TaskDetail
 
 
-def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True) -> FailedTaskList:
+def failed_tasks(
+    run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True, detail: Detail = "full"
+) -> FailedTaskList:
     """Failed and crashed tasks of a run, with exception and traceback tail.
 
-    Outcomes come from attempt_ok metadata, by each task's latest attempt:
-    failed (no retry left), crashed (died without an outcome), retrying, and
-    retried_ok (failed, then succeeded: not a failure). Cost: the per-step
-    outcome sets (flat in tasks) plus one lookup per unsettled task.
+    Status by latest attempt: failed (no retry left), crashed (died without
+    an outcome), retrying, or retried_ok (recovered: not a failure). Cost:
+    flat in tasks, plus one lookup per unsettled task.
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
+        limit: Most tasks to return.
+        cursor: next_cursor of the previous page.
+        include_retried: Also list retried_ok tasks (recovered, not failures).
+        detail: 'brief' drops tracebacks (many tasks per answer); 'full' keeps them.
     """
     with metered() as meter:
         ps = parse_pathspec(run, "run")
         limit = check_limit("limit", limit, low=1, high=_limits.cap("failed_tasks"))
+        if detail not in ("brief", "full"):
+            raise BadInput(f"detail={detail!r}", hint="use detail='brief' (no tracebacks) or 'full'")
         key = query_key(str(ps), include_retried)
         start = cursor_offset(open_cursor(cursor, "failed_tasks", key), "failed_tasks")
         backend = get_backend()
@@ -51,7 +62,7 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
             candidates = sorted(candidates + retried, key=lambda c: (rank.get(c[0], 0), task_order(c[1])))
         page = candidates[start : start + limit]
         items = [
-            _describe(backend, ps.flow, ps.run, step, task, kind, a.details.get((step, task)) or _from_datastore(backend, rec, a, step, task, kind))
+            _describe(backend, ps.flow, ps.run, step, task, kind, a.details.get((step, task)) or _from_datastore(backend, rec, a, step, task, kind), detail)
             for step, task, kind in page
         ]
         more = start + limit < len(candidates)
@@ -83,7 +94,9 @@ def _from_datastore(backend: Backend, run: RunRecord, a: Assessment, step: str, 
     return TaskDetail(attempts, foreach_index=where)
 
 
-def _describe(backend: Backend, flow: str, run: str, step: str, task: str, kind: str, detail: TaskDetail | None) -> FailedTask:
+def _describe(
+    backend: Backend, flow: str, run: str, step: str, task: str, kind: str, detail: TaskDetail | None, level: Detail = "full"
+) -> FailedTask:
     if detail is None:
         detail = backend.task_detail(flow, run, step, task)
     attempts = detail.attempts
@@ -91,7 +104,7 @@ def _describe(backend: Backend, flow: str, run: str, step: str, task: str, kind:
     bad = [a.attempt for a in attempts if a.ok is False or (a.ok is None and (kind == "crashed" or a.attempt != latest))]
     return_code = backend.attempt_ended(flow, run, step, task, latest)[1] if kind == "crashed" else None
     exc = exception_of(backend, flow, run, step, task, detail)
-    trace = exc.get("stacktrace")
+    trace = exc.get("stacktrace") if level == "full" else None
     if trace:
         trace = "\n".join(trace.rstrip().splitlines()[-15:])
     message = exc.get("message")

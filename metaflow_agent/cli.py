@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import FUNCTIONS, __version__
+from ._docs import function_doc
 from ._errors import AgentError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_AGENT_ERROR = 0, 1, 2
-_PATHSPEC_KINDS = ("flow", "run", "step", "task")  # positional names that take a pathspec
 
 
 # --- parser generated from the signatures -------------------------------------
@@ -49,11 +49,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _first_line(doc: str | None) -> str:
-    return (inspect.cleandoc(doc or "").splitlines() or [""])[0]
-
-
-def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: Any) -> None:
+def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: Any, text: str) -> None:
+    """One argument for param, its help text from the docstring's Args entry."""
     inner, nullable = _unwrap_optional(tp)
     has_default = param.default is not inspect.Parameter.empty
     default = param.default if has_default else None
@@ -65,8 +62,7 @@ def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: An
         scalar = type(choices[0])
 
     if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-        kind = param.name.split("_")[0]
-        kwargs: dict[str, Any] = {"type": scalar, "help": f"{kind} pathspec" if kind in _PATHSPEC_KINDS else param.name}
+        kwargs: dict[str, Any] = {"type": scalar, "help": text}
         if has_default:
             kwargs.update(nargs="?", default=default)
         parser.add_argument(param.name, metavar=param.name.upper(), choices=choices, **kwargs)
@@ -75,33 +71,33 @@ def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: An
     flag = "--" + param.name.replace("_", "-")
     if inner is bool:
         parser.add_argument(flag, dest=param.name, action=argparse.BooleanOptionalAction, default=default,
-                            help=f"(default: {'on' if default else 'off'})")
+                            help=f"{text} (default: {'on' if default else 'off'})")
         return
     if origin is list:
         item = typing.get_args(inner)[0] if typing.get_args(inner) else str
         parser.add_argument(flag, dest=param.name, action="append", type=int if item is int else str,
-                            default=None, metavar=param.name.upper(), help="repeatable")
+                            default=None, metavar=param.name.upper(), help=f"{text} (repeatable)")
         return
     required = not has_default
-    help_text = "required" if required else ("" if default is None else f"(default: {default})")
+    help_text = f"{text} (required)" if required else (text if default is None else f"{text} (default: {default})")
     parser.add_argument(flag, dest=param.name, type=scalar, choices=choices, default=default, required=required,
                         metavar=None if choices else param.name.upper(), help=help_text)
     if nullable and default is not None:
         # The only way to pass None for an option whose default is not None.
         parser.add_argument("--no-" + param.name.replace("_", "-"), dest=param.name, action="store_const", const=None,
-                            help=f"pass {param.name}=None")
+                            help=f"{param.name} null (see --{param.name.replace('_', '-')})")
 
 
 def add_function_command(subparsers: Any, fn: Callable[..., Any]) -> argparse.ArgumentParser:
     """A subcommand whose arguments mirror fn's signature."""
-    doc = inspect.cleandoc(fn.__doc__ or "")
+    doc = function_doc(fn)
     name = command_name(fn)
     aliases = [fn.__name__] if fn.__name__ != name else []
-    parser = subparsers.add_parser(name, aliases=aliases, help=_first_line(doc), description=doc,
+    parser = subparsers.add_parser(name, aliases=aliases, help=doc.summary, description=doc.description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(fn)
     for param in inspect.signature(fn).parameters.values():
-        _add_param(parser, param, hints.get(param.name, str))
+        _add_param(parser, param, hints.get(param.name, str), doc.params[param.name])
     _add_json_flag(parser, argparse.SUPPRESS)
     parser.set_defaults(_fn=fn)
     return parser

@@ -127,7 +127,6 @@ def test_render_text_is_generic(local_runs: Any) -> None:
         (["run-summary", "HelloFlow/999999"], ""),  # NotFound
         (["list-runs", "HelloFlow", "--limit", "0"], "between"),  # BadLimit
         (["task-logs", "LogFlow/1/noisy/2", "--tail", "3", "--grep", "x"], "only one"),
-        (["list-runs", "HelloFlow", "--status", "weird"], "running, completed, failed"),
         (["demo", "--width", "2"], "--width between"),
     ],
 )
@@ -154,6 +153,26 @@ def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str
         code, _, err = run_cli(capsys, *argv)
         assert code == 2, argv
         assert "usage:" in err and "Traceback" not in err
+
+
+def test_fixed_vocabularies_are_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    """status and stream are Literal in the signatures, so argparse offers and checks them."""
+    code, _, err = run_cli(capsys, "list-runs", "HelloFlow", "--status", "weird")
+    assert code == 2 and "choose from 'completed', 'failed', 'running'" in err
+    code, _, err = run_cli(capsys, "task-logs", "F/1/s/2", "--stream", "stdlog")
+    assert code == 2 and "choose from 'stdout', 'stderr'" in err
+
+
+@pytest.mark.parametrize("fn", mfa.FUNCTIONS, ids=lambda f: f.__name__)
+def test_help_describes_every_parameter_from_the_docstring(fn: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, command_name(fn), "--help")
+    assert code == 0
+    doc = mfa.function_doc(fn)
+    flat = " ".join(out.split())
+    assert " ".join(doc.description.split()) in flat
+    assert "Args:" not in out
+    for name, text in doc.params.items():
+        assert " ".join(text.split()) in flat, name
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,17 +72,24 @@ async def test_one_tool_per_function_with_schemas_and_annotations(mode: str) -> 
     assert [t.name for t in tools] == [fn.__name__ for fn in FUNCTIONS]
     for tool in tools:
         fn = BY_NAME[tool.name]
-        assert tool.description == inspect.getdoc(fn)
+        assert tool.description == metaflow_agent.function_doc(fn).description
         jsonschema.Draft202012Validator.check_schema(tool.input_schema)
-        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
         assert set(tool.input_schema["properties"]) == set(inspect.signature(fn).parameters)
-        model = return_model(fn)
+        assert tool.output_schema is None  # lean by default: see mcp_server.schema
+        ann = tool.annotations
+        assert ann is not None and ann.read_only_hint is True
+        assert ann.destructive_hint is False and ann.open_world_hint is False
+
+
+async def test_output_schemas_on_request() -> None:
+    async with Client(build_server(output_schemas=True)) as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+        model = return_model(BY_NAME[tool.name])
         assert tool.output_schema["properties"] == model.model_json_schema()["properties"]
         for name, field in model.model_fields.items():  # descriptions come from the models
             assert tool.output_schema["properties"][name]["description"] == field.description
-        ann = tool.annotations
-        assert ann.read_only_hint is True and ann.idempotent_hint is True
-        assert ann.destructive_hint is False and ann.open_world_hint is False
 
 
 # --- answers equal the library's ---------------------------------------------------
@@ -254,6 +261,7 @@ async def test_resource_templates_read_like_the_tools(local_runs: Any) -> None:
             "metaflow://run/{flow}/{run_id}/summary",
             "metaflow://run/{flow}/{run_id}/failures",
             "metaflow://task/{flow}/{run_id}/{step}/{task_id}/log/{stream}",
+            "metaflow://schema/{tool}",
         }
         summary = await client.read_resource(f"metaflow://run/{flow}/{run_id}/summary")
         failures = await client.read_resource(f"metaflow://run/{flow}/{run_id}/failures")
