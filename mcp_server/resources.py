@@ -7,8 +7,11 @@ import inspect
 import logging
 from typing import Any, Callable
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from metaflow_agent import FUNCTIONS, AgentError, NotFound, failed_tasks, run_summary, task_logs
 
@@ -82,7 +85,23 @@ def add_resources(server: MCPServer[Any], limit: int) -> None:
             raise ResourceNotFoundError(f"no tool {tool!r}: one of {', '.join(by_name)}")
         return dumps(return_model(fn).model_json_schema())
 
-    server.prompt(name="triage_failed_run", title="Triage a failed run")(triage_failed_run)
+    server.prompt(name=PROMPT, title="Triage a failed run")(triage_failed_run)
+    server.middleware.append(unknown_prompt_is_invalid_params)
+
+
+PROMPT = "triage_failed_run"
+
+
+async def unknown_prompt_is_invalid_params(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: an unknown prompt name is -32602 Invalid params, as the spec says.
+
+    The SDK raises a plain ValueError, which reaches the client as error code 0
+    (2025-11-25) or an internal error (2026-07-28).
+    """
+    if ctx.method == "prompts/get" and (ctx.params or {}).get("name") != PROMPT:
+        name = str((ctx.params or {}).get("name"))[:100]
+        raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; the one prompt is {PROMPT}")
+    return await call_next(ctx)
 
 
 def triage_failed_run(run: str) -> str:

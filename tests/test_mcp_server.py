@@ -283,6 +283,13 @@ async def test_resource_error_carries_the_hint() -> None:
     assert "list_runs(flow='HelloFlow')" in str(err.value)
 
 
+async def test_unknown_prompt_is_invalid_params() -> None:
+    async with Client(build_server()) as client:
+        with pytest.raises(MCPError) as info:
+            await client.get_prompt("nope", {})
+    assert info.value.error.code == -32602 and "triage_failed_run" in info.value.error.message
+
+
 async def test_triage_prompt(local_runs: Any) -> None:
     async with Client(build_server()) as client:
         prompts = (await client.list_prompts()).prompts
