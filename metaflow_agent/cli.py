@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", metavar="DIR", default=None, help="build in DIR and keep it (reused when it already holds demo runs)")
     demo.add_argument("--width", type=int, default=40, help="shards in the foreach (default: 40)")
     demo.set_defaults(_fn=None)
+    # The MCP server under the package's own command, so that `uvx metaflow-agent mcp` (the
+    # MCP registry's launch form) works; its options are the server's own.
+    mcp = subparsers.add_parser("mcp", add_help=False, help="Serve every function as a read-only MCP tool "
+                                "(the same as metaflow-agent-mcp; `mcp --help` for its options).")
+    mcp.add_argument("args", nargs=argparse.REMAINDER)
+    mcp.set_defaults(_fn=None)
     return parser
 
 
@@ -265,9 +271,12 @@ def _report_error(exc: AgentError, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["mcp"]:  # everything after it is the server's (argparse would take --help)
+        return _serve_mcp(args[1:])
     parser = build_parser()
     try:
-        ns = parser.parse_args(list(argv) if argv is not None else None)
+        ns = parser.parse_args(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_AGENT_ERROR
     try:
@@ -284,12 +293,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`| head`): not an error; keep Python quiet at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # never a traceback for an agent; opt in for debugging
         if os.environ.get("METAFLOW_AGENT_DEBUG"):
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: this is a bug in metaflow-agent; rerun with METAFLOW_AGENT_DEBUG=1 for the traceback", file=sys.stderr)
         return EXIT_UNEXPECTED
+
+
+def _serve_mcp(args: list[str]) -> int:
+    try:
+        from mcp_server.server import main as serve
+    except ImportError as exc:
+        print(f"error: the MCP server needs the mcp extra ({exc})", file=sys.stderr)
+        print("hint: pip install 'metaflow-agent[mcp]'", file=sys.stderr)
+        return EXIT_AGENT_ERROR
+    return serve(args)
 
 
 if __name__ == "__main__":

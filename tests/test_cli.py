@@ -205,3 +205,20 @@ def test_python_dash_m_is_the_cli(local_runs: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "metaflow_agent", "run-summary", "Nope/1/2"],
                          check=False, capture_output=True, text=True, timeout=120, env=os.environ.copy())
     assert bad.returncode == 2 and "hint: " in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(local_runs: Any) -> None:
+    """`metaflow-agent ... | head -c 0`: exit 0, nothing on stderr (it used to report a 'bug')."""
+    proc = subprocess.Popen([sys.executable, "-m", "metaflow_agent", "failed-tasks", local_runs.wide, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before the answer is written (the CLI takes ~0.5 s to start)
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 0 and err == ""
+
+
+def test_mcp_subcommand_is_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["mcp", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "metaflow-agent-mcp" in out and "--transport" in out
