@@ -259,6 +259,8 @@ def search_artifacts(
             hits.append(ArtifactHit(task=task_ps, name=info.name, size=info.size, type=info.type, sha=info.sha))
             last = pos
         notes = [f"scanned {tasks_read} tasks' data.json in {len(searched)} runs; nothing unpickled"]
+        if ns:
+            notes.append(f"runs in namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
         return ArtifactSearch(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -59,3 +60,9 @@ def test_demo_builds_runs_and_compares_costs(tmp_path: Path) -> None:
     assert abs(audited - reported) <= max(10, reported // 20)
     assert (root / "flows" / "shards_flow.py").exists()  # the kept root is self-contained
     assert "Ask your own questions" in out
+    # The kept runs come with commands that find them whoever asks: runs made under the stand-in
+    # user 'demo' are outside any real user's namespace, so listing and search say --no-namespace.
+    asks = out[out.index("Ask your own questions"):]
+    made_by = re.search(r"made by user '([^']+)'", out)
+    assert made_by and "metaflow-agent list-runs DemoTrainFlow" in asks and "metaflow-agent search-artifacts" in asks
+    assert asks.count("--no-namespace") == (2 if made_by.group(1) == "demo" else 0)
