@@ -1,9 +1,10 @@
 """One MCP tool per `metaflow_agent.FUNCTIONS`, generated, never written by hand.
 
-Each tool takes the function's signature as its input schema, its docstring
-as its description and its return model as its output schema. The answer is
-the model as compact JSON text plus `structuredContent`, fitted to the output
-budget; an `AgentError` becomes a tool error saying the next step.
+Each tool takes the function's signature and docstring; `schema` makes its
+tools/list entry lean (described parameters, enums, title, no output schema
+unless asked). The answer is the model as compact JSON text plus
+`structuredContent`, fitted to the output budget; an `AgentError` becomes a
+tool error saying the next step.
 """
 
 from __future__ import annotations
