@@ -1,4 +1,5 @@
-"""Resource templates for the three things an agent reads most, and a triage prompt."""
+"""Resource templates for the three things an agent reads most, the answers'
+schemas, and a triage prompt."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import inspect
 import logging
 from typing import Any, Callable
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
-from metaflow_agent import AgentError, NotFound, failed_tasks, run_summary, task_logs
+from metaflow_agent import FUNCTIONS, AgentError, NotFound, failed_tasks, run_summary, task_logs
 
 from . import progress
-from .budget import Overflow
-from .tools import answer, error_text
+from .budget import Overflow, dumps
+from .tools import answer, error_text, return_model
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -67,7 +71,37 @@ def add_resources(server: MCPServer[Any], limit: int) -> None:
     async def log_tail(flow: str, run_id: str, step: str, task_id: str, stream: str, ctx: Context) -> str:
         return await _read(ctx, task_logs, limit, task=f"{flow}/{run_id}/{step}/{task_id}", stream=stream, tail=LOG_TAIL)
 
-    server.prompt(name="triage_failed_run", title="Triage a failed run")(triage_failed_run)
+    by_name = {fn.__name__: fn for fn in FUNCTIONS}
+
+    @server.resource(
+        "metaflow://schema/{tool}",
+        name="answer_schema",
+        description="JSON Schema of a tool's answer, every field described (tools/list omits them to stay small).",
+        mime_type=JSON,
+    )
+    def answer_schema(tool: str) -> str:
+        fn = by_name.get(tool)
+        if fn is None:
+            raise ResourceNotFoundError(f"no tool {tool!r}: one of {', '.join(by_name)}")
+        return dumps(return_model(fn).model_json_schema())
+
+    server.prompt(name=PROMPT, title="Triage a failed run")(triage_failed_run)
+    server.middleware.append(unknown_prompt_is_invalid_params)
+
+
+PROMPT = "triage_failed_run"
+
+
+async def unknown_prompt_is_invalid_params(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: an unknown prompt name is -32602 Invalid params, as the spec says.
+
+    The SDK raises a plain ValueError, which reaches the client as error code 0
+    (2025-11-25) or an internal error (2026-07-28).
+    """
+    if ctx.method == "prompts/get" and (ctx.params or {}).get("name") != PROMPT:
+        name = str((ctx.params or {}).get("name"))[:100]
+        raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; the one prompt is {PROMPT}")
+    return await call_next(ctx)
 
 
 def triage_failed_run(run: str) -> str:

@@ -1,9 +1,10 @@
 """One MCP tool per `metaflow_agent.FUNCTIONS`, generated, never written by hand.
 
-Each tool takes the function's signature as its input schema, its docstring
-as its description and its return model as its output schema. The answer is
-the model as compact JSON text plus `structuredContent`, fitted to the output
-budget; an `AgentError` becomes a tool error saying the next step.
+Each tool takes the function's signature and docstring; `schema` makes its
+tools/list entry lean (described parameters, enums, title, no output schema
+unless asked). The answer is the model as compact JSON text plus
+`structuredContent`, fitted to the output budget; an `AgentError` becomes a
+tool error saying the next step.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import logging
 from typing import Annotated, Any, Callable, get_type_hints
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from metaflow_agent import FUNCTIONS, AgentError, resume_cursor
 
 from . import budget as _budget
 from . import progress
+from .schema import build_tool
 
 log = logging.getLogger(__name__)
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, destructive_hint=False, open_world_hint=False)
 
 
 def return_model(fn: Callable[..., Any]) -> type[BaseModel]:
@@ -119,8 +120,6 @@ async def one_line_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNe
     return result
 
 
-def add_tools(server: MCPServer[Any], limit: int) -> None:
-    """Register one read-only tool per library function."""
-    for fn in FUNCTIONS:
-        server.add_tool(make_tool(fn, limit), description=inspect.getdoc(fn), annotations=READ_ONLY)
-    server.middleware.append(one_line_errors)
+def tool_list(limit: int, *, output_schemas: bool = False) -> list[Tool]:
+    """One read-only tool per library function; `schema` decides what tools/list says."""
+    return [build_tool(fn, make_tool(fn, limit), output_schema=output_schemas) for fn in FUNCTIONS]

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["add_cost_hook", "metered", "remove_cost_hook"], "._cost"),
     "reset_backends": "._backend",
+    **dict.fromkeys(["FunctionDoc", "function_doc"], "._docs"),
     "resume_cursor": "._public",
     "FUNCTIONS": "._public",
 }
@@ -60,6 +61,7 @@ __all__ = [
     "Diagnosis",
     "FailedTaskList",
     "FlowList",
+    "FunctionDoc",
     "NotFound",
     "PathEscape",
     "RunComparison",
@@ -79,6 +81,7 @@ __all__ = [
     "compare_runs",
     "diagnose_run",
     "failed_tasks",
+    "function_doc",
     "list_artifacts",
     "list_flows",
     "list_runs",
@@ -113,6 +116,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from ._capabilities import capabilities
     from ._compare import compare_runs
     from ._diagnose import diagnose_run
+    from ._docs import FunctionDoc, function_doc
     from ._cost import add_cost_hook, metered, remove_cost_hook
     from ._errors import (
         AgentError,

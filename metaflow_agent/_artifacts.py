@@ -50,8 +50,14 @@ def list_artifacts(
 ) -> ArtifactList:
     """A task's artifact names, sizes, types and sha, without loading any.
 
-    Reads one small index file (data.json) of the latest attempt. Private
-    Metaflow artifacts (names starting with _) are hidden unless asked for.
+    Reads one small index file (data.json) of the attempt.
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        attempt: Attempt number; default the latest that saved data.
+        include_private: Also list Metaflow's own artifacts (names starting with _).
+        limit: Most artifacts to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         ps = Pathspec.parse(task, "task")
@@ -106,8 +112,14 @@ def _summary(value: Any) -> dict[str, Any]:
 def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_bytes: int | None = None, max_chars: int | None = None) -> ArtifactPreview:
     """A short, type-aware, size-guarded look at one artifact's value.
 
-    Refuses (TooLarge, with the size) to load an artifact stored larger than
-    max_bytes. This is the one function that unpickles, and only the one value.
+    Refuses (TooLarge) an artifact stored larger than max_bytes.
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        name: Artifact name (list_artifacts shows them).
+        attempt: Attempt number; default the latest that saved data.
+        max_bytes: Refuse an artifact stored larger than this.
+        max_chars: Cut the repr to this many characters.
     """
     with metered() as meter:
         ps = Pathspec.parse(task, "task")
@@ -175,8 +187,22 @@ def search_artifacts(
 ) -> ArtifactSearch:
     """Find artifacts by name glob, size and type across recent runs.
 
-    Reads each task's data.json only — nothing is unpickled. Scans the
-    newest `runs` runs (or those in since/until) within a task budget.
+    Reads each task's data.json only, nothing unpickled; scans the newest
+    `runs` runs (or those in since/until) within a task budget.
+
+    Args:
+        flow: Flow name.
+        name: Artifact name or glob, e.g. 'model*'.
+        min_size: Smallest stored size in bytes.
+        max_size: Largest stored size in bytes.
+        type: Substring of the Python type, e.g. 'DataFrame'.
+        runs: How many recent runs to scan.
+        since: Runs created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Runs created before: ISO-8601 or relative.
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
+        include_private: Also match Metaflow's own artifacts (names starting with _).
+        limit: Most hits to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         fl = Pathspec.parse(flow, "flow").flow
@@ -217,6 +243,8 @@ def search_artifacts(
             positions.append(pos)
             last = pos
         notes = [f"scanned {tasks_read} tasks' data.json in {len(searched)} runs; nothing unpickled"]
+        if ns:
+            notes.append(f"runs in namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
         result = ArtifactSearch(
@@ -299,11 +327,21 @@ def artifact_values(
     until: str | None = None,
     namespace: str | None = DEFAULT_NAMESPACE,
 ) -> ArtifactValues:
-    """One artifact's value across a flow's recent runs, newest or oldest first.
+    """One artifact's value across a flow's recent runs.
 
-    Shows small values of plain types (numbers, strings, short lists and dicts);
-    type and size otherwise. Looks in `step`, else the latest step that has it.
-    Cost per run: the step listing, one data.json, one small blob.
+    Small plain values (numbers, strings, short lists and dicts) as they
+    are; type and size otherwise. Cost per run: a listing, one data.json,
+    one small blob.
+
+    Args:
+        flow: Flow name.
+        name: Artifact name, e.g. 'accuracy'.
+        runs: How many recent runs.
+        order: 'newest' or 'oldest' first.
+        step: Look in this step; default the latest step that saved it.
+        since: Runs created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Runs created before: ISO-8601 or relative.
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
     """
     with metered() as meter:
         fl = Pathspec.parse(flow, "flow").flow

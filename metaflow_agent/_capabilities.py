@@ -11,8 +11,8 @@ from ._models import Capabilities, Cost
 def capabilities() -> Capabilities:
     """Which backend answers (local or service) and what it supports.
 
-    On a service, detects filters and cursors by probing (cached per URL),
-    never from the version string.
+    On a service, filters and cursors are detected by probing (once per
+    URL), never read from the version string.
     """
     with metered() as meter:
         backend = get_backend()

@@ -31,9 +31,14 @@ def _last_step(backend: Backend, run: Pathspec) -> str | None:
 def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> RunComparison:
     """Parameters and end-step artifacts that differ between two runs.
 
-    Equal sha: equal value, nothing loaded. Changed values are shown when
-    small and of plain types (numbers, strings, short lists and dicts).
-    Cost: two data.json reads per run, the step listings, the small blobs.
+    By sha (equal sha, equal value): nothing large is loaded; changed
+    values are shown when small and plain. Cost: two data.json reads per
+    run, step listings, the small blobs.
+
+    Args:
+        run_a: First run pathspec 'Flow/RunId'.
+        run_b: Second run pathspec 'Flow/RunId'.
+        include_private: Also compare Metaflow's own artifacts (names starting with _).
     """
     with metered() as meter:
         a, b = Pathspec.parse(run_a, "run"), Pathspec.parse(run_b, "run")

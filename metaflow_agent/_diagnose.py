@@ -42,11 +42,16 @@ def parameters(backend: Backend, run: Pathspec) -> dict[str, JsonValue]:
 
 
 def diagnose_run(run: str, *, tasks: int = 3, lines: int = 10, max_bytes: int = 4096) -> Diagnosis:
-    """Why a run failed, in one call: state, errors, log lines, parameters.
+    """Why a run failed, in one call: state, errors, logs, parameters.
 
-    For the first failed, crashed or unknown tasks (up to `tasks`): exception
-    and the last `lines` lines of stdout and stderr merged; the run's
-    parameters. Cut to fit `max_bytes` of JSON, and says so.
+    For the first failed, crashed or unknown tasks: the exception and the
+    last lines of stdout and stderr merged; cut to fit max_bytes.
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
+        tasks: Most failing tasks shown.
+        lines: Log lines per task.
+        max_bytes: Size of the whole answer as JSON, at most.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")

@@ -12,11 +12,15 @@ from ._records import RunQuery, RunRecord
 
 
 def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cursor: str | None = None) -> FlowList:
-    """Every flow with its latest run: id, state, start time and step count.
+    """Every flow with its latest run: id, state, start, step count.
 
-    Most recently run first. namespace 'default' finds your latest run of each
-    flow (null: anyone's); flows without one there still appear. Cost: one
-    look per flow for its latest run, plus the state of each run shown.
+    Most recently run first. Cost: one look per flow for its latest run,
+    plus the state of each run shown.
+
+    Args:
+        namespace: Whose latest run: 'default' is yours (user:<you>); null: anyone's.
+        limit: Most flows to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         limit = check_limit("limit", limit, low=1, high=_config.cap("flows"))

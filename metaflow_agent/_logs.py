@@ -14,11 +14,9 @@ from ._cost import metered
 from ._datastore import Datastore
 from ._errors import BadInput, NotFound
 from ._inputs import check_limit, compile_pattern
-from ._models import Cost, LogLine, TaskLog
+from ._models import Cost, LogLine, Stream, TaskLog
 from ._pathspec import Pathspec
 from ._text import cut
-
-Stream = Literal["stdout", "stderr", "both"]
 
 _MFLOG = re.compile(rb"^(?:\[!)?\[MFLOG\|\d\|([^|\]]+)\|[^|\]]*\|[^\]]*\](.*)$", re.S)
 _SOURCES = ("runtime", "task")  # <attempt>.<source>_<stream>.log, merged like the Client does
@@ -113,9 +111,19 @@ def task_logs(
 ) -> TaskLog:
     """Part of a task's log: last lines, first lines, or regex matches.
 
-    stream 'both' merges stdout and stderr in time order, each line labelled.
-    Reads byte ranges only (tail seeks from the end), reports the log's total
-    size and bytes read. grep scans at most max_bytes and says when it stopped.
+    Reads byte ranges only; says the log's size and the bytes read. One of
+    tail, head, grep (default tail=50).
+
+    Args:
+        task: Task pathspec 'Flow/RunId/step/TaskId'.
+        stream: Which log; 'both' merges them in time order, each line labelled.
+        tail: Last N lines.
+        head: First N lines.
+        grep: Regular expression; returns matching lines with context.
+        context: Lines around each grep match.
+        max_matches: Stop grep after this many matches.
+        attempt: Attempt number; default the latest.
+        max_bytes: Most bytes read; grep says where it stopped.
     """
     with metered() as meter:
         ps = Pathspec.parse(task, "task")

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 from ._states import RunState, TaskState
 
 ProblemKind = Literal["failed", "crashed", "retrying", "retried_ok", "unknown"]
+Stream = Literal["stdout", "stderr", "both"]
+Detail = Literal["brief", "full"]
 _STATE_HELP = "running, completed, failed (a task failed for good), crashed (died without a failure: killed, lost), or unknown (no proof either way)"
 
 
@@ -190,7 +192,7 @@ class FailedTask(_Model):
     timing: list[AttemptTime] = Field(default_factory=list, description="Each attempt's outcome and timing.")
     exception_type: str | None = Field(default=None, description="Exception class of the latest failed attempt.")
     message: str | None = Field(default=None, description="Exception message, bounded.")
-    traceback: str | None = Field(default=None, description="Last lines of the traceback, bounded.")
+    traceback: str | None = Field(default=None, description="Last lines of the traceback, bounded; omitted when detail='brief'.")
     return_code: int | None = Field(default=None, description="Process return code when the runtime recorded one (e.g. -9 for SIGKILL).")
     foreach_index: str | None = Field(default=None, description="Foreach position, e.g. 'items=3', when the task is in a foreach.")
 
@@ -231,7 +233,7 @@ class LogLine(_Model):
 
 class TaskLog(Answer):
     pathspec: str = Field(description="Task pathspec.")
-    stream: Literal["stdout", "stderr", "both"] = Field(description="Which stream (both: merged in time order, each line labelled).")
+    stream: Stream = Field(description="Which stream (both: merged in time order, each line labelled).")
     attempt: int = Field(description="Attempt whose log was read.")
     mode: Literal["tail", "head", "grep"] = Field(description="How the log was read.")
     log_size: int = Field(description="Total size of the log file(s) in bytes.")

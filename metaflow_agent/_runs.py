@@ -79,10 +79,20 @@ def list_runs(
 ) -> RunList:
     """Recent runs of a flow, newest first, with state, finish and duration.
 
-    since/until take ISO-8601 or relative times ('24h', '7d'). namespace
-    'default' is Metaflow's default (user:<you>); null searches all runs.
-    Cost: one listing (filters pushed to the service when it supports them)
-    plus at most a bounded number of state checks.
+    Cost: one listing (filters pushed to the service when it supports
+    them) plus a bounded number of state checks.
+
+    Args:
+        flow: Flow name.
+        status: Only runs in this state.
+        since: Created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Created before: ISO-8601 or relative.
+        tags_any: Runs with at least one of these tags.
+        tags_all: Runs with all of these tags.
+        user: Runs started by this user.
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
+        limit: Most runs to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         fl = Pathspec.parse(flow, "flow").flow
@@ -148,11 +158,13 @@ def _totals(steps: list[StepSummary]) -> Counts:
 
 
 def run_summary(run: str) -> RunSummary:
-    """One run's state, timing, per-step counts and durations, totals, first failure.
+    """One run's state, timing, per-step counts and durations, first failure.
 
-    Cost: the run, its steps, and the steps' outcome sets (filtered queries
-    per step on a service, plus a task listing per step for timing), plus one
-    look per unsettled task (failed or unfinished, at most 50): flat in tasks.
+    Cost: the run, its steps, their outcome sets and timing (flat in the
+    number of tasks), plus one look per unsettled task (at most 50).
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")
@@ -246,11 +258,18 @@ def run_stats(
     per_step: bool = False,
     namespace: str | None = DEFAULT_NAMESPACE,
 ) -> RunStatsList:
-    """Runs counted by state, success rates and durations, for one or more flows.
+    """Runs counted by state, success rates and durations, per flow.
 
-    Over the last N runs (`last`) or a time window (since/until), else all runs
-    within a budget; `examined` and `complete` say what was counted. per_step
-    adds each step's failures and durations (over the newest 20 runs at most).
+    Over the last N runs or a time window, else all runs within a budget;
+    `examined` and `complete` say what was counted.
+
+    Args:
+        flows: A flow name, or a list of up to 20.
+        last: Count the newest N runs.
+        since: Runs created at or after: ISO-8601 or relative ('24h', '7d').
+        until: Runs created before: ISO-8601 or relative.
+        per_step: Add each step's failures and durations (newest 20 runs).
+        namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
     """
     with metered() as meter:
         names = [flows] if isinstance(flows, str) else flows

@@ -8,7 +8,7 @@ from ._blobs import attempt_ended, attempt_times, foreach_position
 from ._cost import metered
 from ._errors import BadInput
 from ._inputs import check_limit, cursor_offset, iso, make_cursor, open_cursor, query_key
-from ._models import AttemptTime, Cost, FailedTask, FailedTaskList, ProblemKind, TaskInfo, TaskList
+from ._models import AttemptTime, Cost, Detail, FailedTask, FailedTaskList, ProblemKind, TaskInfo, TaskList
 from ._outcomes import DETAIL_BUDGET, KIND_STATE, Assessment, assess, exception_of, failed_attempts, short_type
 from ._pathspec import Pathspec
 from ._records import AttemptInfo, TaskDetail, task_order
@@ -20,17 +20,27 @@ _PROBLEM: dict[str, ProblemKind] = {"failed": "failed", "crashed": "crashed", "r
 _KIND_ORDER: dict[str, int] = {"failed": 0, "crashed": 1, "unknown": 2, "retrying": 3, "retried_ok": 4}
 
 
-def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True) -> FailedTaskList:
+def failed_tasks(
+    run: str, *, limit: int = 50, cursor: str | None = None, include_retried: bool = True, detail: Detail = "full"
+) -> FailedTaskList:
     """Failed and crashed tasks of a run, with exception and traceback tail.
 
-    Failures first (failed, crashed, unknown), then retrying tasks and those
-    that failed an attempt but succeeded on retry (retried_ok: not failures).
-    Cost: the per-step outcome sets (flat in tasks) plus one look per
-    unsettled task.
+    Failures first (failed, crashed, unknown), then retrying tasks and
+    retried_ok ones (failed an attempt, then succeeded: not failures).
+    Cost: flat in tasks, plus one look per unsettled task.
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
+        limit: Most tasks to return.
+        cursor: next_cursor of the previous page.
+        include_retried: Also list retried_ok tasks (recovered, not failures).
+        detail: 'brief' drops tracebacks (many tasks per answer); 'full' keeps them.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")
         limit = check_limit("limit", limit, low=1, high=_config.cap("failed_tasks"))
+        if detail not in ("brief", "full"):
+            raise BadInput(f"detail={detail!r}", hint="use detail='brief' (no tracebacks) or 'full'")
         key = query_key(str(ps), include_retried)
         start = cursor_offset(open_cursor(cursor, "failed_tasks", key), "failed_tasks")
         backend = get_backend()
@@ -42,7 +52,7 @@ def failed_tasks(run: str, *, limit: int = 50, cursor: str | None = None, includ
             candidates += [(so.step, t, "retried_ok") for so in a.outcomes for t in so.ok & so.failed]
         candidates.sort(key=lambda c: (_KIND_ORDER[c[2]], rank.get(c[0], 0), task_order(c[1])))
         page = candidates[start : start + limit]
-        items = [_describe(backend, a, ps.child(step).child(task), kind) for step, task, kind in page]
+        items = [_describe(backend, a, ps.child(step).child(task), kind, detail) for step, task, kind in page]
         more = start + limit < len(candidates)
         result = FailedTaskList(
             run=str(ps),
@@ -80,14 +90,14 @@ def _detail(backend: Backend, a: Assessment, task: Pathspec) -> TaskDetail:
     return TaskDetail(attempts, foreach_index=foreach_position(backend.store, task, saved[-1]) if saved else None)
 
 
-def _describe(backend: Backend, a: Assessment, task: Pathspec, kind: ProblemKind) -> FailedTask:
+def _describe(backend: Backend, a: Assessment, task: Pathspec, kind: ProblemKind, level: Detail = "full") -> FailedTask:
     detail = _detail(backend, a, task)
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
     bad = [x.attempt for x in attempts if x.ok is False or (x.ok is None and (kind == "crashed" or x.attempt != latest))]
     return_code = attempt_ended(backend.store, task, latest)[1] if kind == "crashed" else None
     exc = exception_of(backend, task, [x.attempt for x in attempts if x.ok is False] or failed_attempts(a, task))
-    trace = exc.get("stacktrace")
+    trace = exc.get("stacktrace") if level == "full" else None
     if trace:
         trace = "\n".join(trace.rstrip().splitlines()[-15:])
     message = exc.get("message")
@@ -114,10 +124,17 @@ def _describe(backend: Backend, a: Assessment, task: Pathspec, kind: ProblemKind
 
 def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = None, limit: int = 100,
                cursor: str | None = None) -> TaskList:
-    """A run's tasks with their state and timing, optionally of one step or state.
+    """A run's tasks with their state and timing.
 
     counts gives every task of the run (or step) by state. Cost: as
     run_summary (flat in the number of tasks on a service).
+
+    Args:
+        run: Run pathspec 'Flow/RunId'.
+        step: Only this step's tasks.
+        state: Only tasks in this state.
+        limit: Most tasks to return.
+        cursor: next_cursor of the previous page.
     """
     with metered() as meter:
         ps = Pathspec.parse(run, "run")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -26,13 +27,11 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
-from . import __version__
+from . import AgentError, __version__, function_doc
 from ._config import debug
-from ._errors import AgentError
 from .render import render_text, to_json
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_AGENT_ERROR = 0, 1, 2
-_PATHSPEC_KINDS = ("flow", "run", "step", "task")  # positional names that take a pathspec
 
 
 # --- parser generated from the signatures -------------------------------------
@@ -50,11 +49,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _first_line(doc: str | None) -> str:
-    return (inspect.cleandoc(doc or "").splitlines() or [""])[0]
-
-
-def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: Any) -> None:
+def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: Any, text: str) -> None:
+    """One argument for param, its help text from the docstring's Args entry."""
     inner, nullable = _unwrap_optional(tp)
     has_default = param.default is not inspect.Parameter.empty
     default = param.default if has_default else None
@@ -66,8 +62,7 @@ def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: An
         scalar = type(choices[0])
 
     if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-        kind = param.name.split("_")[0]
-        kwargs: dict[str, Any] = {"type": scalar, "help": f"{kind} pathspec" if kind in _PATHSPEC_KINDS else param.name}
+        kwargs: dict[str, Any] = {"type": scalar, "help": text}
         if has_default:
             kwargs.update(nargs="?", default=default)
         parser.add_argument(param.name, metavar=param.name.upper(), choices=choices, **kwargs)
@@ -76,33 +71,33 @@ def _add_param(parser: argparse.ArgumentParser, param: inspect.Parameter, tp: An
     flag = "--" + param.name.replace("_", "-")
     if inner is bool:
         parser.add_argument(flag, dest=param.name, action=argparse.BooleanOptionalAction, default=default,
-                            help=f"(default: {'on' if default else 'off'})")
+                            help=f"{text} (default: {'on' if default else 'off'})")
         return
     if origin is list:
         item = typing.get_args(inner)[0] if typing.get_args(inner) else str
         parser.add_argument(flag, dest=param.name, action="append", type=int if item is int else str,
-                            default=None, metavar=param.name.upper(), help="repeatable")
+                            default=None, metavar=param.name.upper(), help=f"{text} (repeatable)")
         return
     required = not has_default
-    help_text = "required" if required else ("" if default is None else f"(default: {default})")
+    help_text = f"{text} (required)" if required else (text if default is None else f"{text} (default: {default})")
     parser.add_argument(flag, dest=param.name, type=scalar, choices=choices, default=default, required=required,
                         metavar=None if choices else param.name.upper(), help=help_text)
     if nullable and default is not None:
         # The only way to pass None for an option whose default is not None.
         parser.add_argument("--no-" + param.name.replace("_", "-"), dest=param.name, action="store_const", const=None,
-                            help=f"pass {param.name}=None")
+                            help=f"{param.name} null (see --{param.name.replace('_', '-')})")
 
 
 def add_function_command(subparsers: Any, fn: Callable[..., Any]) -> argparse.ArgumentParser:
     """A subcommand whose arguments mirror fn's signature."""
-    doc = inspect.cleandoc(fn.__doc__ or "")
+    doc = function_doc(fn)
     name = command_name(fn)
     aliases = [fn.__name__] if fn.__name__ != name else []
-    parser = subparsers.add_parser(name, aliases=aliases, help=_first_line(doc), description=doc,
+    parser = subparsers.add_parser(name, aliases=aliases, help=doc.summary, description=doc.description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(fn)
     for param in inspect.signature(fn).parameters.values():
-        _add_param(parser, param, hints.get(param.name, str))
+        _add_param(parser, param, hints.get(param.name, str), doc.params[param.name])
     _add_json_flag(parser, argparse.SUPPRESS)
     parser.set_defaults(_fn=fn)
     return parser
@@ -140,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", metavar="DIR", default=None, help="build in DIR and keep it (reused when it already holds demo runs)")
     demo.add_argument("--width", type=int, default=40, help="shards in the foreach (default: 40)")
     demo.set_defaults(_fn=None)
+    # The MCP server under the package's own command, so that `uvx metaflow-agent mcp` (the
+    # MCP registry's launch form) works; its options are the server's own.
+    mcp = subparsers.add_parser("mcp", add_help=False, help="Serve every function as a read-only MCP tool "
+                                "(the same as metaflow-agent-mcp; `mcp --help` for its options).")
+    mcp.add_argument("args", nargs=argparse.REMAINDER)
+    mcp.set_defaults(_fn=None)
     return parser
 
 
@@ -167,9 +168,12 @@ def _report_error(exc: AgentError, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["mcp"]:  # everything after it is the server's (argparse would take --help)
+        return _serve_mcp(args[1:])
     parser = build_parser()
     try:
-        ns = parser.parse_args(list(argv) if argv is not None else None)
+        ns = parser.parse_args(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_AGENT_ERROR
     try:
@@ -186,12 +190,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`| head`): not an error; keep Python quiet at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # never a traceback for an agent; opt in for debugging
         if debug():
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: this is a bug in metaflow-agent; rerun with METAFLOW_AGENT_DEBUG=1 for the traceback", file=sys.stderr)
         return EXIT_UNEXPECTED
+
+
+def _serve_mcp(args: list[str]) -> int:
+    try:
+        from mcp_server.server import main as serve
+    except ImportError as exc:
+        print(f"error: the MCP server needs the mcp extra ({exc})", file=sys.stderr)
+        print("hint: pip install 'metaflow-agent[mcp]'", file=sys.stderr)
+        return EXIT_AGENT_ERROR
+    return serve(args)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ def other_user_root() -> tuple[str, str]:
 
 
 @pytest.fixture
+def flow_only_root(tmp_path, monkeypatch) -> str:
+    """A local root that knows flow HelloFlow and nothing else: for not-found paths without real runs."""
+    meta = tmp_path / ".metaflow" / "HelloFlow" / "_meta"
+    meta.mkdir(parents=True)
+    (meta / "_self.json").write_text(json.dumps({"flow_id": "HelloFlow", "ts_epoch": 0}))
+    monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(tmp_path))
+    return str(tmp_path)
+
+
+@pytest.fixture
 def client_ns():
     """The Metaflow Client's global namespace, set by the test and restored after."""
     from metaflow import default_namespace, namespace

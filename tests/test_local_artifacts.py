@@ -370,3 +370,10 @@ def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
     with pytest.raises(ma.BackendError) as exc:
         ma.artifact_preview(f"{local_runs.art_a}/start/{task}", "opaque")
     assert "not importable" in exc.value.message and "list_artifacts" in exc.value.hint
+
+
+def test_search_outside_the_runs_namespace_says_how_to_widen(local_runs):
+    got = ma.search_artifacts("ArtifactFlow", name="*", namespace="user:nobody-here")
+    assert got.hits == [] and got.scanned == 0
+    assert any("--no-namespace" in n and "user:nobody-here" in n for n in got.notes)
+    assert not any("namespace" in n for n in ma.search_artifacts("ArtifactFlow", name="*", namespace=None).notes)

@@ -77,17 +77,24 @@ async def test_one_tool_per_function_with_schemas_and_annotations(mode: str) -> 
     assert [t.name for t in tools] == [fn.__name__ for fn in FUNCTIONS]
     for tool in tools:
         fn = BY_NAME[tool.name]
-        assert tool.description == inspect.getdoc(fn)
+        assert tool.description == metaflow_agent.function_doc(fn).description
         jsonschema.Draft202012Validator.check_schema(tool.input_schema)
-        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
         assert set(tool.input_schema["properties"]) == set(inspect.signature(fn).parameters)
-        model = return_model(fn)
+        assert tool.output_schema is None  # lean by default: see mcp_server.schema
+        ann = tool.annotations
+        assert ann is not None and ann.read_only_hint is True
+        assert ann.destructive_hint is False and ann.open_world_hint is False
+
+
+async def test_output_schemas_on_request() -> None:
+    async with Client(build_server(output_schemas=True)) as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+        model = return_model(BY_NAME[tool.name])
         assert tool.output_schema["properties"] == model.model_json_schema()["properties"]
         for name, field in model.model_fields.items():  # descriptions come from the models
             assert tool.output_schema["properties"][name]["description"] == field.description
-        ann = tool.annotations
-        assert ann.read_only_hint is True and ann.idempotent_hint is True
-        assert ann.destructive_hint is False and ann.open_world_hint is False
 
 
 # --- answers equal the library's ---------------------------------------------------
@@ -206,7 +213,7 @@ async def test_budget_from_environment(local_runs: Any, monkeypatch: pytest.Monk
 
 
 # --- errors ---------------------------------------------------------------------------
-async def test_agent_error_is_a_tool_error_with_the_next_step() -> None:
+async def test_agent_error_is_a_tool_error_with_the_next_step(flow_only_root: str) -> None:
     result = await call(build_server(), "run_summary", {"run": "HelloFlow/999999"})
     assert result.is_error
     text = result.content[0].text
@@ -264,6 +271,7 @@ async def test_resource_templates_read_like_the_tools(local_runs: Any) -> None:
             "metaflow://run/{flow}/{run_id}/summary",
             "metaflow://run/{flow}/{run_id}/failures",
             "metaflow://task/{flow}/{run_id}/{step}/{task_id}/log/{stream}",
+            "metaflow://schema/{tool}",
         }
         summary = await client.read_resource(f"metaflow://run/{flow}/{run_id}/summary")
         failures = await client.read_resource(f"metaflow://run/{flow}/{run_id}/failures")
@@ -278,11 +286,18 @@ async def test_resource_templates_read_like_the_tools(local_runs: Any) -> None:
     assert summary.contents[0].mime_type == "application/json"
 
 
-async def test_resource_error_carries_the_hint() -> None:
+async def test_resource_error_carries_the_hint(flow_only_root: str) -> None:
     async with Client(build_server()) as client:
         with pytest.raises(MCPError) as err:
             await client.read_resource("metaflow://run/HelloFlow/999999/summary")
     assert "list_runs(flow='HelloFlow')" in str(err.value)
+
+
+async def test_unknown_prompt_is_invalid_params() -> None:
+    async with Client(build_server()) as client:
+        with pytest.raises(MCPError) as info:
+            await client.get_prompt("nope", {})
+    assert info.value.error.code == -32602 and "triage_failed_run" in info.value.error.message
 
 
 async def test_triage_prompt(local_runs: Any) -> None:
