@@ -24,7 +24,7 @@ from ._blobs import attempt_files, graph_info, latest_attempt, task_exception
 from ._errors import BackendError
 from ._models import FailureBrief
 from ._pathspec import Pathspec
-from ._records import RunRecord, StepOutcomes, TaskDetail, task_order
+from ._records import FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
 from ._states import FINISHED, Fact, RunState, TaskState, run_state, task_state
 from ._text import clip
 
@@ -203,32 +203,38 @@ def settle_run(backend: Backend, run: RunRecord) -> None:
     if alive is True and not backend.meta.liveness_lags:
         run.status, run.finished_ms = "running", None
         return
-    # A heartbeat lags: a run that has just failed for good still looks alive, so look.
-    failed = _any_failed(backend, run, alive)
-    run.status = run_state(end_ok=False, any_failed=failed, alive=alive)
+    # A heartbeat lags: a run whose task has just failed or died for good still looks alive.
+    look = backend.meta.failure_look(run)
+    if alive is True and look is None:  # no cheap look: decide it as run_summary does
+        a = assess(backend, run)
+        run.status, run.finished_ms = a.state, backend.meta.finished_ms(run, a.outcomes) if a.state in FINISHED else None
+        return
+    failed, crashed = _failed_or_crashed(backend, run, alive, look)
+    run.status = run_state(end_ok=False, any_failed=failed, any_crashed=crashed, alive=alive)
     run.finished_ms = backend.meta.finished_ms(run, []) if run.status in FINISHED else None
 
 
-def _any_failed(backend: Backend, run: RunRecord, alive: Fact) -> bool | None:
-    """Whether some task of the run is failed by the rule: first among the tasks the backend's
-    cheap look names; then, unless that look settles it, step by step, newest step first."""
+def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None) -> tuple[bool | None, bool | None]:
+    """Whether some task of the run is failed, and whether one died for good, by the rule: first
+    among the tasks the backend's cheap look names; then, unless that look settles it, step by
+    step (newest first) for a failed one."""
     holder = Assessment("unknown", None, alive, [], [], {})
-    look = backend.meta.failure_look(run)
     if look is not None:
         if look.failed and alive is not True:
-            return True  # its latest attempt failed and no retry can follow in a run that is not alive
+            return True, None  # its latest attempt failed and no retry can follow in a run that is not alive
         for task in look.failed:  # alive: failed only if its @retry is used up
             if _task_kind(backend, task, True, alive, holder) == "failed":
-                return True
+                return True, None
+        crashed = any(_task_kind(backend, task, False, alive, holder) == "crashed" for task in look.unfinished) if alive is True else None
         if look.whole_run or alive is True:
-            return False
+            return False, crashed
     steps = backend.meta.list_steps(run.pathspec)
     for step in list(reversed(steps))[:SETTLE_STEPS]:
         sps = run.pathspec.child(step)
         for task_id in sorted(backend.meta.failed_tasks_of(sps), key=task_order):
             if _task_kind(backend, sps.child(task_id), True, alive, holder) == "failed":
-                return True
-    return False if len(steps) <= SETTLE_STEPS else None
+                return True, None
+    return (False if len(steps) <= SETTLE_STEPS else None), None
 
 
 def run_status(backend: Backend, run: RunRecord) -> RunState:

@@ -193,6 +193,7 @@ class FailureLook:
 
     failed: list[Pathspec]
     whole_run: bool
+    unfinished: list[Pathspec] = field(default_factory=list)  # latest attempt started, no outcome yet
 
 
 def attempt_of(row: Mapping[str, Any]) -> int:

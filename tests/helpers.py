@@ -73,6 +73,7 @@ class LocalRuns:
 
 
 _FLOW_CLASSES = {
+    "sleep_flow.py": "SleepFlow",
     "wide_flow.py": "WideFlow",
     "retry_flow.py": "RetryFlow",
     "crash_flow.py": "CrashFlow",
@@ -158,3 +159,44 @@ def client_run_state(run) -> str:
             if outcome is not None and outcome.outcome == "failed":
                 return "failed"
     return "crashed"
+
+
+@dataclass
+class LiveRun:
+    """A SleepFlow run whose nap task is running, in its own root; `kill()` SIGKILLs it all."""
+
+    root: str
+    run: str
+    proc: subprocess.Popen
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the runtime and every task it started
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+def start_live_run(root: Path, seconds: int = 600, timeout_s: float = 120) -> LiveRun:
+    """Start a SleepFlow run in `root` and wait until its nap task has started."""
+    import time
+
+    root.mkdir(parents=True, exist_ok=True)
+    id_file = root / f"runid-{time.time_ns()}"
+    env = {**os.environ, **BASE_ENV, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(root)}
+    cmd = [sys.executable, str(FLOWS / "sleep_flow.py"), "--no-pylint", "run", "--run-id-file", str(id_file), "--seconds", str(seconds)]
+    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run_id = id_file.read_text().strip() if id_file.exists() else ""
+        nap = root / ".metaflow" / "SleepFlow" / run_id / "nap"
+        if run_id and nap.is_dir() and any(p.name.startswith("sysmeta_attempt_") for p in nap.glob("*/_meta/*")):
+            return LiveRun(str(root), f"SleepFlow/{run_id}", proc)
+        if proc.poll() is not None:
+            raise RuntimeError(f"sleep_flow.py exited with {proc.returncode} before its nap step started")
+        time.sleep(0.3)
+    LiveRun(str(root), "", proc).kill()
+    raise RuntimeError("the nap step did not start in time")

@@ -268,8 +268,10 @@ class ServiceQueries(MetadataBackend):
                 latest[task] = (attempt, None)
             elif r.get("field_name") == "attempt_ok" and attempt >= latest.get(task, (-1, None))[0]:
                 latest[task] = (attempt, r.get("value") == "True")
-        failed = [run.pathspec.child(step).child(task) for (step, task), (_, ok) in sorted(latest.items()) if ok is False]
-        return FailureLook(failed, whole_run=len(rows) < RECENT_ROWS)
+        tasks = sorted(latest.items())
+        failed = [run.pathspec.child(step).child(task) for (step, task), (_, ok) in tasks if ok is False]
+        unfinished = [run.pathspec.child(step).child(task) for (step, task), (_, ok) in tasks if ok is None and step != "_parameters"]
+        return FailureLook(failed, whole_run=len(rows) < RECENT_ROWS, unfinished=unfinished)
 
     def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
         """The run's last recorded activity: master's newest metadata row when the heartbeat
