@@ -202,3 +202,25 @@ def client_outcomes(client_ns):
         return out
 
     return get
+
+
+# --- PostgreSQL with the real metadata service's database (tests/pg.py) -------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1, stopped and removed after the session."""
+    from pg import PgCluster, PgUnavailable
+
+    try:
+        cluster = PgCluster.start()
+    except PgUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def service_db(pg_cluster) -> str:
+    """DSN of a database restored from shared/service-db (written by the real service, master)."""
+    from pg import service_db_dump
+
+    return pg_cluster.create_db("metaflow", dump=service_db_dump())
