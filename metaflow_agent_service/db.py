@@ -30,7 +30,7 @@ KNOWN_INDEXES = {
 TABLES = ("flows_v3", "runs_v3", "steps_v3", "tasks_v3", "metadata_v3", "artifact_v3")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -42,6 +42,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         "statement_timeout": str(settings.statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(max(settings.statement_timeout_ms * 3, 10_000)),
         "application_name": APP_NAME,
+        "jit": "off",  # these are many short queries: compiling them costs more than it saves
         "search_path": settings.schema,
     }
     pool = await asyncpg.create_pool(
@@ -49,7 +50,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         server_settings=server_settings,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=settings.statement_timeout_ms / 1000 + 5,  # client-side backstop
         ssl=settings.ssl,
     )

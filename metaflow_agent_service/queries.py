@@ -84,12 +84,12 @@ def _runs_sql(p: S.Params, now: str, where: list[str], *, scan: int, states: lis
     """Runs matching `where`, newest first, with state and finish time; the state filter applies
     to the first `scan` runs only (its cost is bounded by that)."""
     state_filter = f"WHERE s.state = ANY({p(states, 'text[]')})" if states else ""
-    finished = ", ".join(f"'{s}'" for s in S.FINISHED_STATES)
     return f"""
-      SELECT s.*, CASE WHEN s.state IN ({finished}) THEN {S.finished_ms_of('s')} END AS finished_ms
-      FROM (SELECT {RUN_COLUMNS}, {S.run_state_of('r', now)} AS state
-            FROM runs_v3 r WHERE {' AND '.join(where)}
-            ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {int(scan)}) s
+      SELECT s.*, {S.finished_ms_of('s')} AS finished_ms
+      FROM (SELECT r.*, e.end_done_ms, {S.run_state_of('r', 'e.end_ok', now)} AS state
+            FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE {' AND '.join(where)}
+                  ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {int(scan)}) r
+            {S.end_facts_lateral('r')}) s
       {state_filter}
       ORDER BY s.ts_epoch DESC, s.run_number DESC LIMIT {int(limit)}"""
 
@@ -162,7 +162,7 @@ async def list_runs(ctx: Ctx, flow: str, q: Query) -> Answer:
     elif states:
         # Short page: either the runs ran out or the scan budget did (then resume after it).
         boundary = await _nth_run(ctx, base_where, base_values, cursor, scan)
-        if boundary is not None:
+        if boundary is not None:  # the budget ran out with more runs to go: resume after the last one examined
             next_key, budget_hit, scanned = boundary, True, scan
         else:
             scanned = await _count_runs(ctx, base_where, base_values, cursor, upto=None)
@@ -191,16 +191,16 @@ async def _count_runs(ctx: Ctx, where: list[str], values: list[Any], cursor: lis
 
 
 async def _nth_run(ctx: Ctx, where: list[str], values: list[Any], cursor: list[Any] | None, n: int) -> tuple[int, int] | None:
-    """The key of the n-th run under the filters after the cursor, if there are that many."""
+    """The key of the n-th run under the filters after the cursor, if more runs follow it."""
     p = S.Params()
     p.values = list(values)
     w = list(where)
     if cursor:
         w.append(f"(r.ts_epoch, r.run_number) < ({p(cursor[0], 'bigint')}, {p(cursor[1], 'int')})")
-    row = await ctx.conn.fetchrow(
+    rows = await ctx.conn.fetch(
         f"SELECT r.ts_epoch, r.run_number FROM runs_v3 r WHERE {' AND '.join(w)} "
-        f"ORDER BY r.ts_epoch DESC, r.run_number DESC OFFSET {int(n) - 1} LIMIT 1", *p.values)
-    return (row["ts_epoch"], row["run_number"]) if row else None
+        f"ORDER BY r.ts_epoch DESC, r.run_number DESC OFFSET {int(n) - 1} LIMIT 2", *p.values)
+    return (rows[0]["ts_epoch"], rows[0]["run_number"]) if len(rows) == 2 else None
 
 
 async def _as_of(ctx: Ctx) -> int:
@@ -220,8 +220,10 @@ async def get_run(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
 TASKS_PARAMS = ("state", "step", "_limit", "_cursor")
 
 
-def _tasks_cte(p: S.Params, now: str, flow: str, run_number: int, *, steps: list[str], narrow: str | None, after: int | None) -> str:
-    """CTEs `p` (per-task facts from the attempt marks) and `t` (every task with its state)."""
+def _tasks_cte(p: S.Params, now: str, flow: str, run_number: int, *, steps: list[str], narrow: str | None,
+               after: int | None) -> str:
+    """CTEs `p` (per-task facts from the attempt marks) and `t` (every task with its state);
+    `narrow`: a query of the only (step_name, task_id) that can match (computed once, first)."""
     f, r = p(flow), p(run_number, "bigint")
     m_where = [f"m.flow_id = {f}", f"m.run_number = {r}", f"m.step_name NOT LIKE '{S.HIDDEN_STEP}'"]
     t_where = [f"t.flow_id = {f}", f"t.run_number = {r}", f"t.step_name NOT LIKE '{S.HIDDEN_STEP}'"]
@@ -230,43 +232,52 @@ def _tasks_cte(p: S.Params, now: str, flow: str, run_number: int, *, steps: list
         m_where.append(f"m.step_name = ANY({s})")
         t_where.append(f"t.step_name = ANY({s})")
     if narrow:
-        m_where.append(f"m.task_id IN ({narrow})")
-        t_where.append(f"t.task_id IN ({narrow})")
+        m_where.append("(m.step_name, m.task_id) IN (SELECT c.step_name, c.task_id FROM cand c)")
+        t_where.append("t.task_id IN (SELECT c.task_id FROM cand c)")
     if after is not None:
         a = p(after, "bigint")
         m_where.append(f"m.task_id > {a}")
         t_where.append(f"t.task_id > {a}")
     run_hb = f"(SELECT rr.last_heartbeat_ts FROM runs_v3 rr WHERE rr.flow_id = {f} AND rr.run_number = {r})"
-    state = S.task_state(latest_ok="p.latest_ok", run_alive=S.liveness(now, run_hb), alive=S.liveness(now, "t.last_heartbeat_ts"))
+    latest_ok = S.decode_ok("p.top[2]")
+    state = S.task_state(latest_ok=latest_ok, run_alive=S.liveness(now, run_hb), alive=S.liveness(now, "t.last_heartbeat_ts"))
+    cand = f"cand AS MATERIALIZED ({narrow})," if narrow else ""
     return f"""
+      {cand}
       a AS ({S.attempts_sql(' AND '.join(m_where))}),
       p AS (
-        SELECT a.task_id, count(*) AS n_attempts, {S.LATEST_OK_AGG} AS latest_ok, {S.EARLIER_FAILED_AGG} AS earlier_failed,
-               min(a.started_ms) AS started_ms, (array_agg(a.finished_ms ORDER BY a.att DESC))[1] AS finished_ms,
-               to_jsonb((array_agg(jsonb_build_object('attempt', a.att, 'ok', a.ok, 'started_ms', a.started_ms,
-                         'finished_ms', a.finished_ms) ORDER BY a.att DESC))[1:{MAX_ATTEMPTS_LISTED}]) AS attempts
+        SELECT a.task_id, count(*) AS n_attempts, {S.LATEST_ATTEMPT_AGG} AS top, {S.EARLIER_FAILED_AGG} AS earlier_failed,
+               min(a.started_ms) AS started_ms
         FROM a GROUP BY a.task_id),
       t AS (
-        SELECT t.step_name, t.task_id, t.task_name, t.ts_epoch, t.last_heartbeat_ts, p.n_attempts, p.latest_ok,
-               COALESCE(p.earlier_failed, FALSE) AS earlier_failed, p.started_ms, p.finished_ms, p.attempts,
-               {state} AS state
+        SELECT t.flow_id, t.run_number, t.step_name, t.task_id, t.task_name, t.ts_epoch, t.last_heartbeat_ts, p.n_attempts,
+               {latest_ok} AS latest_ok, COALESCE(p.earlier_failed, FALSE) AS earlier_failed, p.started_ms,
+               NULLIF(p.top[3], -1) AS finished_ms, {state} AS state
         FROM tasks_v3 t LEFT JOIN p ON p.task_id = t.task_id
         WHERE {' AND '.join(t_where)})"""
 
 
+def _attempts_json(t: str) -> str:
+    """Correlated: the latest attempts of the task row `t` (oldest first) as a JSON list."""
+    rows = S.attempts_sql(f"m.flow_id = {t}.flow_id AND m.run_number = {t}.run_number AND m.step_name = {t}.step_name "
+                          f"AND m.task_id = {t}.task_id")
+    return f"""(SELECT jsonb_agg(jsonb_build_object('attempt', y.att, 'ok', {S.decode_ok('y.ok_code')}, 'started_ms', y.started_ms,
+                                                   'finished_ms', y.finished_ms) ORDER BY y.att)
+               FROM ({rows} ORDER BY 3 DESC LIMIT {MAX_ATTEMPTS_LISTED}) y)"""
+
+
 def _narrowing(p: S.Params, flow: str, run_number: int, states: list[str]) -> str | None:
     """Task ids that can hold the requested states, when the rule table proves a smaller set suffices."""
-    parts = []
+    if not states or any(s not in ("retried_ok", "failed") or (s == "failed" and not S.FAILED_NEEDS_A_FALSE_OK) for s in states):
+        return None
     f, r = p(flow), p(run_number, "bigint")
-    for state in states:
-        if state == "retried_ok":  # completed after an earlier attempt: the task has an attempt N > 0
-            parts.append(f"SELECT g.task_id FROM metadata_v3 g WHERE g.flow_id = {f} AND g.run_number = {r} "
-                         f"AND g.field_name = 'attempt' AND {S.attempt_no('g')} > 0")
-        elif state == "failed" and S.FAILED_NEEDS_A_FALSE_OK:
-            parts.append(S.false_ok_tasks(f, r))
-        else:
-            return None
-    return " UNION ".join(parts) if parts else None
+    parts = []
+    if "retried_ok" in states:  # completed after an earlier attempt: the task has an attempt N > 0
+        parts.append(f"SELECT g.step_name, g.task_id FROM metadata_v3 g WHERE g.flow_id = {f} AND g.run_number = {r} "
+                     f"AND g.field_name = 'attempt' AND {S.attempt_no('g')} > 0")
+    if "failed" in states:
+        parts.append(S.false_ok_tasks(f, r))
+    return " UNION ".join(parts)
 
 
 def task_json(flow: str, run_id: str, row: asyncpg.Record) -> dict[str, Any]:
@@ -279,7 +290,7 @@ def task_json(flow: str, run_id: str, row: asyncpg.Record) -> dict[str, Any]:
         "state": row["state"],
         "retried_ok": bool(row["state"] == "completed" and row["earlier_failed"]),
         "attempt_count": row["n_attempts"] or 0,
-        "attempts": list(reversed(row["attempts"] or [])),  # oldest first
+        "attempts": row["attempts"] or [],
         "created_ms": row["ts_epoch"],
         "started_ms": started,
         "finished_ms": finished,
@@ -299,7 +310,7 @@ async def list_tasks(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
     cursor = decode_cursor(route, q, (int,))
     p = S.Params()
     now = S.now_sql(p, ctx.now_s)
-    narrow = _narrowing(p, flow, run_row["run_number"], states) if states else None
+    narrow = _narrowing(p, flow, run_row["run_number"], states)
     cte = _tasks_cte(p, now, flow, run_row["run_number"], steps=steps, narrow=narrow, after=cursor[0] if cursor else None)
     filt = ""
     if states:
@@ -308,7 +319,9 @@ async def list_tasks(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
         if "retried_ok" in states:
             conds.append("(t.state = 'completed' AND t.earlier_failed)")
         filt = "WHERE " + " OR ".join(conds)
-    rows = await ctx.conn.fetch(f"WITH {cte} SELECT * FROM t {filt} ORDER BY t.task_id LIMIT {limit + 1}", *p.values)
+    rows = await ctx.conn.fetch(
+        f"WITH {cte} SELECT t.*, {_attempts_json('t')} AS attempts "
+        f"FROM (SELECT * FROM t {filt} ORDER BY t.task_id LIMIT {limit + 1}) t ORDER BY t.task_id", *p.values)
     nxt = encode_cursor(route, q, [rows[limit - 1]["task_id"]]) if len(rows) > limit else None
     body = {
         "run": run_json(run_row),
@@ -408,15 +421,17 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
     state_counts = "jsonb_build_object(" + ", ".join(f"'{s}', count(*) FILTER (WHERE e.state = '{s}')" for s in RUN_STATES) + ")"
     pct = "percentile_cont({q}) WITHIN GROUP (ORDER BY e.duration_ms) FILTER (WHERE e.state = 'completed')"
     sql = f"""
-      WITH judged AS MATERIALIZED (
-        SELECT f.flow_id, j.run_number, j.ts_epoch, j.state
+      WITH x AS MATERIALIZED (
+        SELECT r.flow_id, r.run_number, r.ts_epoch, r.last_heartbeat_ts
         FROM unnest($1::text[]) AS f(flow_id)
         CROSS JOIN LATERAL (
-          SELECT r.run_number, r.ts_epoch, {S.run_state_of('r', now)} AS state
-          FROM runs_v3 r WHERE {' AND '.join(w)}
-          ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {per_flow_cap}) j),
-      e AS (
-        SELECT j.*, CASE WHEN j.state = 'completed' THEN {S.finished_ms_of('j')} - j.ts_epoch END AS duration_ms FROM judged j)
+          SELECT r.flow_id, r.run_number, r.ts_epoch, r.last_heartbeat_ts FROM runs_v3 r WHERE {' AND '.join(w)}
+          ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {per_flow_cap}) r),
+      ends AS ({S.end_facts_of_runs('x')}),
+      judged AS MATERIALIZED (
+        SELECT x.*, ends.end_done_ms, {S.run_state_of('x', 'ends.end_ok', now)} AS state
+        FROM x LEFT JOIN ends ON ends.flow_id = x.flow_id AND ends.run_number = x.run_number),
+      e AS (SELECT j.*, CASE WHEN j.state = 'completed' THEN j.end_done_ms - j.ts_epoch END AS duration_ms FROM judged j)
       SELECT e.flow_id, count(*) AS examined, {state_counts} AS counts,
              min(e.duration_ms) FILTER (WHERE e.state = 'completed') AS d_min,
              {pct.format(q='0.5')} AS d_p50, {pct.format(q='0.9')} AS d_p90,
@@ -475,10 +490,11 @@ async def _step_stats(ctx: Ctx, w: list[str], values: list[Any], per_flow_cap: i
     pct = "percentile_cont({q}) WITHIN GROUP (ORDER BY st.duration_ms) FILTER (WHERE st.run_state = 'completed')"
     sql = f"""
       WITH x AS MATERIALIZED (
-        SELECT r.flow_id, r.run_number, r.ts_epoch, r.last_heartbeat_ts, {S.run_state_of('r', now)} AS run_state
+        SELECT r.flow_id, r.run_number, r.ts_epoch, r.last_heartbeat_ts, {S.run_state_of('r', 'e.end_ok', now)} AS run_state
         FROM unnest($1::text[]) AS f(flow_id)
         CROSS JOIN LATERAL (SELECT r.* FROM runs_v3 r WHERE {' AND '.join(w)}
-                            ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {per_flow_cap}) r),
+                            ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {per_flow_cap}) r
+        {S.end_facts_lateral('r')}),
       st AS (
         SELECT x.flow_id, x.run_number, x.run_state, t.step_name,
                count(*) AS tasks,
@@ -487,7 +503,8 @@ async def _step_stats(ctx: Ctx, w: list[str], values: list[Any], per_flow_cap: i
                min(pt.started_ms) - x.ts_epoch AS offset_ms
         FROM x
         CROSS JOIN LATERAL (
-          SELECT a.task_id, {S.LATEST_OK_AGG} AS latest_ok, min(a.started_ms) AS started_ms, max(a.finished_ms) AS finished_ms
+          SELECT a.task_id, {S.decode_ok(f"({S.LATEST_ATTEMPT_AGG})[2]")} AS latest_ok, min(a.started_ms) AS started_ms,
+                 max(a.finished_ms) AS finished_ms
           FROM ({marks}) a GROUP BY a.task_id) pt
         JOIN tasks_v3 t ON t.task_id = pt.task_id
         GROUP BY x.flow_id, x.run_number, x.ts_epoch, x.run_state, t.step_name)
@@ -519,14 +536,14 @@ async def list_flows(ctx: Ctx, q: Query) -> Answer:
     p = S.Params()
     now = S.now_sql(p, ctx.now_s)
     after = f"WHERE f.flow_id > {p(cursor[0])}" if cursor else ""
-    fin = ", ".join(f"'{s}'" for s in S.FINISHED_STATES)
     sql = f"""
-      SELECT f.flow_id, f.ts_epoch AS flow_created_ms, lr.*,
-             CASE WHEN lr.state IN ({fin}) THEN {S.finished_ms_of('lr')} END AS finished_ms
+      SELECT f.flow_id, f.ts_epoch AS flow_created_ms, lr.*, {S.finished_ms_of('lr')} AS finished_ms
       FROM (SELECT * FROM flows_v3 f {after} ORDER BY f.flow_id LIMIT {limit + 1}) f
       LEFT JOIN LATERAL (
-        SELECT {RUN_COLUMNS}, {S.run_state_of('r', now)} AS state FROM runs_v3 r
-        WHERE r.flow_id = f.flow_id ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT 1) lr ON TRUE
+        SELECT r.*, e.end_done_ms, {S.run_state_of('r', 'e.end_ok', now)} AS state
+        FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE r.flow_id = f.flow_id
+              ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT 1) r
+        {S.end_facts_lateral('r')}) lr ON TRUE
       ORDER BY f.flow_id"""
     rows = await ctx.conn.fetch(sql, *p.values)
     nxt = encode_cursor(route, q, [rows[limit - 1]["flow_id"]]) if len(rows) > limit else None

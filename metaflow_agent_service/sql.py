@@ -4,18 +4,23 @@ Nothing here restates the rule: task and run states are `sql_case(TASK_RULES | R
 and liveness is `sql_heartbeat_liveness`; this module only says how each fact is read from the
 rows (units: `last_heartbeat_ts` epoch seconds, `ts_epoch` epoch milliseconds).
 
-Facts, per task (its latest attempt = the highest `attempt_id:N` tag among its attempt marks):
-- latest_ok: the latest attempt's `attempt_ok` (NULL when that attempt recorded none);
+Facts, per task. Its attempt marks are its `attempt`, `attempt_ok` and `attempt-done` rows, each
+tagged `attempt_id:N`; the latest attempt is the highest N among them.
+- latest_ok: the latest attempt's `attempt_ok` (the newest such row; NULL when it has none);
 - alive: liveness of `tasks_v3.last_heartbeat_ts`; run_alive: liveness of the run's heartbeat;
 - exit_recorded: not in the database (NULL).
 Per run: end_ok = latest_ok of the `end` step; any_failed = some task whose rule state is failed;
 alive = liveness of `runs_v3.last_heartbeat_ts`.
+
+Times: a task's attempt starts at its `attempt` row and ends at its last outcome row
+(`attempt_ok` / `attempt-done`). A run that completed finished when its end step's latest attempt
+ended (nothing runs after the end step, so that is also the run's last outcome row); a failed or
+crashed run, at its last outcome row.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Callable
 
 from metaflow_agent._states import (
     FINISHED,
@@ -39,16 +44,28 @@ def _in(values: tuple[str, ...]) -> str:
 
 MARKS_IN = _in(MARK_FIELDS)
 OUTCOMES_IN = _in(OUTCOME_FIELDS)
+FINISHED_IN = _in(FINISHED_STATES)
+# Metaflow writes str(bool); the other spellings are accepted in case another writer differs.
+# Listed, not lower()-ed, so the partial index on the False rows (migration 002) can be used.
+TRUE_TEXT = "('True', 'true', 'TRUE')"
+FALSE_TEXT = "('False', 'false', 'FALSE')"
 
 
-def attempt_no(alias: str) -> str:
-    """The attempt number of a metadata row, from its `attempt_id:N` tag (0 when untagged)."""
-    return f"COALESCE(substring({alias}.tags::text FROM 'attempt_id:([0-9]+)')::int, 0)"
+def attempt_no(m: str) -> str:
+    """The attempt number of a metadata row, from its `attempt_id:N` tag (0 when untagged).
+
+    The service writes tags as `["attempt_id:N"]`: that shape is read with plain string
+    functions (a regular expression on every row costs several times more); any other shape
+    falls back to searching the whole tag list."""
+    first = f"({m}.tags ->> 0)"
+    return (f"COALESCE(CASE WHEN left({first}, 11) = 'attempt_id:' AND length({first}) BETWEEN 12 AND 20 "
+            f"AND ltrim(substr({first}, 12), '0123456789') = '' THEN substr({first}, 12)::int "
+            f"ELSE substring({m}.tags::text FROM 'attempt_id:([0-9]{{1,9}})')::int END, 0)")
 
 
-def ok_value(alias: str) -> str:
-    """An `attempt_ok` value as a boolean (Metaflow writes 'True' / 'False'); NULL otherwise."""
-    return f"(CASE lower({alias}.value) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END)"
+def ok_value(m: str) -> str:
+    """An `attempt_ok` value as a boolean; NULL for anything else."""
+    return f"(CASE WHEN {m}.value IN {TRUE_TEXT} THEN TRUE WHEN {m}.value IN {FALSE_TEXT} THEN FALSE END)"
 
 
 def liveness(now_s: str, heartbeat_s: str) -> str:
@@ -56,22 +73,74 @@ def liveness(now_s: str, heartbeat_s: str) -> str:
     return sql_heartbeat_liveness(f"{now_s} - {heartbeat_s}")
 
 
-def attempts_sql(where: str) -> str:
-    """One row per (task_id, att) of the metadata rows matching `where` (alias m):
-    started_ms (its `attempt` row), ok (its latest `attempt_ok`), finished_ms (its last outcome row)."""
+def first_ok(m: str) -> str:
+    """The outcome a mark carries: its value for an `attempt_ok` row, else NULL."""
+    return f"(CASE WHEN {m}.field_name = 'attempt_ok' THEN {ok_value(m)} END)"
+
+
+def ok_code(ok: str) -> str:
+    """An outcome as a number that survives max(): 1 True, 0 False, -1 none."""
+    return f"COALESCE(({ok})::int, -1)"
+
+
+def decode_ok(code: str) -> str:
+    """The outcome back from `ok_code`."""
+    return f"(CASE {code} WHEN 1 THEN TRUE WHEN 0 THEN FALSE END)"
+
+
+def latest_key(m: str) -> str:
+    """A mark's place in time, as an array whose max() is the latest attempt's outcome.
+
+    Attempt first (highest wins), then `attempt_ok` rows over the attempt's other marks, then
+    the newest (ts_epoch, id); the outcome rides last. max() over arrays is a plain aggregate:
+    no sort per group, which matters when there are 100,000 groups."""
+    return (f"ARRAY[{attempt_no(m)}::bigint, ({m}.field_name = 'attempt_ok')::int, {m}.ts_epoch, {m}.id, "
+            f"{ok_code(first_ok(m))}]")
+
+
+def latest_ok_agg(m: str) -> str:
+    """Aggregate over attempt marks (alias `m`): the latest attempt's newest `attempt_ok`, else NULL."""
+    return decode_ok(f"(max({latest_key(m)}))[5]")
+
+
+def end_where(m: str, flow: str, run: str) -> str:
+    """The attempt marks of a run's end step."""
+    return f"{m}.flow_id = {flow} AND {m}.run_number = {run} AND {m}.step_name = '{END_STEP}' AND {m}.field_name IN {MARKS_IN}"
+
+
+END_OK_AGG = latest_ok_agg("m")
+END_DONE_AGG = f"max(m.ts_epoch) FILTER (WHERE m.field_name IN {OUTCOMES_IN})"
+
+
+def end_facts_of_runs(runs: str) -> str:
+    """End facts (flow_id, run_number, end_ok, end_done_ms) of every run in the relation `runs`,
+    in one pass over their end steps' marks."""
     return f"""
-      SELECT m.task_id, {attempt_no('m')} AS att,
+      SELECT m.flow_id, m.run_number, {END_OK_AGG} AS end_ok, {END_DONE_AGG} AS end_done_ms
+      FROM {runs} x JOIN metadata_v3 m ON {end_where('m', 'x.flow_id', 'x.run_number')}
+      GROUP BY m.flow_id, m.run_number"""
+
+
+def attempts_sql(where: str) -> str:
+    """One row per (task_id, att) of the attempt marks matching `where` (alias m): started_ms
+    (its `attempt` row), ok_code (its newest `attempt_ok`, see `ok_code`; NULL when it has none),
+    finished_ms (its last outcome row)."""
+    return f"""
+      SELECT m.step_name, m.task_id, {attempt_no('m')} AS att,
              min(m.ts_epoch) FILTER (WHERE m.field_name = 'attempt') AS started_ms,
-             (array_agg({ok_value('m')} ORDER BY m.ts_epoch DESC, m.id DESC) FILTER (WHERE m.field_name = 'attempt_ok'))[1] AS ok,
+             (max(ARRAY[m.ts_epoch, m.id, {ok_code(ok_value('m'))}]) FILTER (WHERE m.field_name = 'attempt_ok'))[3] AS ok_code,
              max(m.ts_epoch) FILTER (WHERE m.field_name IN {OUTCOMES_IN}) AS finished_ms
       FROM metadata_v3 m
       WHERE m.field_name IN {MARKS_IN} AND {where}
-      GROUP BY m.task_id, 2"""
+      GROUP BY m.step_name, m.task_id, 3"""
 
 
-# Over rows of `attempts_sql` grouped by task: the latest attempt's outcome and the history.
-LATEST_OK_AGG = "(array_agg(a.ok ORDER BY a.att DESC))[1]"
-EARLIER_FAILED_AGG = "COALESCE(TRUE = ANY((array_agg(a.ok IS NOT TRUE ORDER BY a.att DESC))[2:]), FALSE)"
+# Over rows of `attempts_sql` grouped by task (alias a): the latest attempt (highest att) with its
+# outcome and finish (the same answer as `latest_ok_agg` on the marks), and whether an earlier
+# attempt did not succeed (attempts that did not succeed, less the latest one if it did not).
+LATEST_ATTEMPT_AGG = "max(ARRAY[a.att::bigint, COALESCE(a.ok_code, -1), COALESCE(a.finished_ms, -1)])"
+EARLIER_FAILED_AGG = ("(count(*) FILTER (WHERE a.ok_code IS DISTINCT FROM 1) > "
+                      f"CASE WHEN ({LATEST_ATTEMPT_AGG})[2] = 1 THEN 0 ELSE 1 END)")
 
 
 def task_state(*, latest_ok: str, run_alive: str, alive: str) -> str:
@@ -80,7 +149,7 @@ def task_state(*, latest_ok: str, run_alive: str, alive: str) -> str:
 
 
 def run_state(*, end_ok: str, any_failed: str, alive: str) -> str:
-    """The run rule as a SQL CASE."""
+    """The run rule as a SQL CASE (its facts are evaluated only as far as the CASE needs them)."""
     return sql_case(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "alive": alive})
 
 
@@ -97,40 +166,55 @@ def latest_ok_domain(state: str) -> frozenset[bool | None]:
 
 
 # A task can be failed only when its latest attempt recorded attempt_ok False (derived from the
-# rule table, not assumed): then its run has an attempt_ok 'False' row for it, which narrows the
+# rule table, not assumed): then its run has an attempt_ok False row for it, which narrows the
 # search for failed tasks from every task of a run to a handful.
 FAILED_NEEDS_A_FALSE_OK = latest_ok_domain("failed") <= {False}
 
 
 def false_ok_tasks(flow: str, run: str) -> str:
-    """Task ids of a run with an `attempt_ok` False row (`flow`, `run`: SQL expressions)."""
-    return (f"SELECT f.task_id FROM metadata_v3 f WHERE f.flow_id = {flow} AND f.run_number = {run} "
-            f"AND f.field_name = 'attempt_ok' AND lower(f.value) = 'false'")
+    """(step_name, task_id) of a run's tasks with an `attempt_ok` False row."""
+    return (f"SELECT f.step_name, f.task_id FROM metadata_v3 f WHERE f.flow_id = {flow} AND f.run_number = {run} "
+            f"AND f.field_name = 'attempt_ok' AND f.value IN {FALSE_TEXT}")
 
 
-def run_facts(r: str, now_s: str) -> dict[str, str]:
-    """Correlated SQL for the run facts of the `runs_v3` row aliased `r`."""
-    run_alive = liveness(now_s, f"{r}.last_heartbeat_ts")
-    end_ok = f"""(SELECT {LATEST_OK_AGG} FROM ({attempts_sql(
-        f"m.flow_id = {r}.flow_id AND m.run_number = {r}.run_number AND m.step_name = '{END_STEP}'")}) a)"""
-    narrow = f" AND m.task_id IN ({false_ok_tasks(f'{r}.flow_id', f'{r}.run_number')})" if FAILED_NEEDS_A_FALSE_OK else ""
-    per_task = attempts_sql(f"m.flow_id = {r}.flow_id AND m.run_number = {r}.run_number AND m.step_name NOT LIKE '{HIDDEN_STEP}'{narrow}")
-    state = task_state(latest_ok="p.latest_ok", run_alive=run_alive, alive=liveness(now_s, "t.last_heartbeat_ts"))
-    any_failed = f"""EXISTS (SELECT 1 FROM (SELECT a.task_id, {LATEST_OK_AGG} AS latest_ok FROM ({per_task}) a GROUP BY a.task_id) p
+def any_failed_of(r: str, now_s: str) -> str:
+    """Correlated SQL: does the run (alias `r`) have a task whose rule state is failed?"""
+    narrow = (f" AND (m.step_name, m.task_id) IN ({false_ok_tasks(f'{r}.flow_id', f'{r}.run_number')})"
+              if FAILED_NEEDS_A_FALSE_OK else "")
+    state = task_state(latest_ok="p.latest_ok", run_alive=liveness(now_s, f"{r}.last_heartbeat_ts"),
+                       alive=liveness(now_s, "t.last_heartbeat_ts"))
+    return f"""EXISTS (
+        SELECT 1 FROM (
+          SELECT m.task_id, {latest_ok_agg('m')} AS latest_ok FROM metadata_v3 m
+          WHERE m.flow_id = {r}.flow_id AND m.run_number = {r}.run_number AND m.step_name NOT LIKE '{HIDDEN_STEP}'
+            AND m.field_name IN {MARKS_IN}{narrow}
+          GROUP BY m.task_id) p
         JOIN tasks_v3 t ON t.task_id = p.task_id WHERE {state} = 'failed')"""
-    return {"end_ok": end_ok, "any_failed": any_failed, "alive": run_alive}
 
 
-def run_state_of(r: str, now_s: str) -> str:
-    """The state of the `runs_v3` row aliased `r`: the facts are evaluated lazily, so a run whose
-    end step succeeded costs one index probe, and only unfinished ones look at their tasks."""
-    return run_state(**run_facts(r, now_s))
+def run_state_of(r: str, end_ok: str, now_s: str) -> str:
+    """The state of the `runs_v3` row aliased `r`, given its end step's outcome `end_ok`: a run
+    whose end succeeded costs nothing more; only the others look at their tasks."""
+    return run_state(end_ok=end_ok, any_failed=any_failed_of(r, now_s), alive=liveness(now_s, f"{r}.last_heartbeat_ts"))
 
 
-def finished_ms_of(r: str) -> str:
-    """When the run (alias `r`, with flow_id and run_number) last recorded an outcome (ms)."""
-    return (f"(SELECT max(m.ts_epoch) FROM metadata_v3 m WHERE m.flow_id = {r}.flow_id "
-            f"AND m.run_number = {r}.run_number AND m.field_name IN {OUTCOMES_IN})")
+def end_facts_lateral(r: str) -> str:
+    """A LATERAL subquery giving `end_ok` and `end_done_ms` of the run aliased `r`."""
+    return (f"LEFT JOIN LATERAL (SELECT {END_OK_AGG} AS end_ok, {END_DONE_AGG} AS end_done_ms FROM metadata_v3 m "
+            f"WHERE {end_where('m', f'{r}.flow_id', f'{r}.run_number')}) e ON TRUE")
+
+
+def last_outcome_ms_of(r: str) -> str:
+    """When the run (alias `r`) last recorded an outcome (ms)."""
+    # Written as "newest first, one row" so a time-ordered index (master's) can answer it directly.
+    return (f"(SELECT m.ts_epoch FROM metadata_v3 m WHERE m.flow_id = {r}.flow_id "
+            f"AND m.run_number = {r}.run_number AND m.field_name IN {OUTCOMES_IN} ORDER BY m.ts_epoch DESC LIMIT 1)")
+
+
+def finished_ms_of(s: str) -> str:
+    """The finish time of a judged run row `s` (with state and end_done_ms); NULL while not over."""
+    return (f"(CASE WHEN {s}.state = 'completed' THEN {s}.end_done_ms "
+            f"WHEN {s}.state IN {FINISHED_IN} THEN {last_outcome_ms_of(s)} END)")
 
 
 def verified_user(r: str) -> str:
@@ -143,7 +227,6 @@ class Params:
 
     def __init__(self) -> None:
         self.values: list[object] = []
-        self._seen: dict[int, str] = {}
 
     def __call__(self, value: object, cast: str | None = None) -> str:
         self.values.append(value)
@@ -153,6 +236,3 @@ class Params:
 def now_sql(params: Params, override_s: int | None) -> str:
     """The query's clock in epoch seconds: the override (tests only) or the database's now()."""
     return f"COALESCE({params(override_s, 'bigint')}, EXTRACT(EPOCH FROM now())::bigint)"
-
-
-Builder = Callable[[Params], str]

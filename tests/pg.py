@@ -108,6 +108,7 @@ class PgCluster:
     root: Path
     port: int
     os_user: str | None
+    settings: dict[str, str]
 
     @property
     def data(self) -> Path:
@@ -118,20 +119,23 @@ class PgCluster:
 
     # --- lifecycle ---------------------------------------------------------------
     @classmethod
-    def start(cls, *, bin_dir: Path | None = None) -> PgCluster:
-        """initdb + start on a free 127.0.0.1 port (fsync off: the data is throwaway)."""
+    def start(cls, *, bin_dir: Path | None = None, base: Path | None = None, settings: dict[str, str] | None = None) -> PgCluster:
+        """initdb + start on a free 127.0.0.1 port (fsync off: the data is throwaway).
+
+        `base`: the folder to create the cluster in (default: the temp folder); `settings`:
+        extra server settings (e.g. shared_buffers for benchmarks)."""
         bin_dir = bin_dir or find_bin_dir()
         if bin_dir is None:
             raise PgUnavailable("PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) not found; install postgresql-15 or set PG_BIN")
         user = _os_user()
-        base = Path(tempfile.gettempdir())
+        base = base or Path(tempfile.gettempdir())
         if user is not None and not _traversable(base / "x"):
             base = Path("/tmp")  # the server's OS user must reach its data folder
         root = Path(tempfile.mkdtemp(prefix="mfa-pg-", dir=base))
         if user is not None:
             pw = pwd.getpwnam(user)
             os.chown(root, pw.pw_uid, pw.pw_gid)
-        cluster = cls(bin_dir, root, 0, user)
+        cluster = cls(bin_dir, root, 0, user, dict(settings or {}))
         try:
             cluster._run([str(bin_dir / "initdb"), "-D", str(cluster.data), "-U", SUPERUSER, "--auth=trust",
                           "-E", "UTF8", "--no-locale", "--no-sync"])
@@ -151,6 +155,7 @@ class PgCluster:
     def _start_server(self) -> None:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
         self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", opts, "start"])
 
     def stop(self) -> None:
