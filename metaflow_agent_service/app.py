@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> Starlette:
                 if "_now" in request.query_params and not settings.allow_now_override:
                     raise BadParam("_now", "_now is honoured only by a server started with --test-allow-now")
                 q = Query(request.query_params.multi_items(), allowed=params)
-                now = q.int("_now", lo=0, hi=10**11)
+                now = q.integer("_now", lo=0, hi=10**11)
                 async with snapshot(state["pool"]) as conn:
                     answer = await fn(Q.Ctx(conn, settings, now), *request.path_params.values(), q)
             except BadParam as exc:

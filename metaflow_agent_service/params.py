@@ -69,7 +69,7 @@ class Query:
             raise BadParam(name, f"{name} must be between 1 and {limits.cap}, got {value}", f"use at most {limits.cap} and follow the cursor")
         return value
 
-    def int(self, name: str, *, lo: int, hi: int, default: int | None = None) -> int | None:
+    def integer(self, name: str, *, lo: int, hi: int, default: int | None = None) -> int | None:
         raw = self.raw(name)
         if raw is None:
             return default
@@ -78,7 +78,7 @@ class Query:
             raise BadParam(name, f"{name} must be between {lo} and {hi}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def boolean(self, name: str, default: bool = False) -> bool:
         raw = self.raw(name)
         if raw is None:
             return default

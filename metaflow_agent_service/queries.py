@@ -346,7 +346,7 @@ def _counts_sql(alias: str = "t") -> str:
 async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
     """Per-step counts by state and timings of a run, with its slowest tasks, plus run totals."""
     run_row = await resolve_run(ctx, flow, run)
-    slowest = q.int("slowest", lo=0, hi=20, default=3)
+    slowest = q.integer("slowest", lo=0, hi=20, default=3)
     p = S.Params()
     now = S.now_sql(p, ctx.now_s)
     rn = run_row["run_number"]
@@ -403,10 +403,10 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
         raise BadParam("flows", "flows is required", "e.g. flows=TrainFlow or flows=TrainFlow,ShardFlow")
     since, until = q.epoch_ms("since"), q.epoch_ms("until")
     cap = ctx.settings.stats_max_runs
-    last = q.int("last", lo=1, hi=cap)
+    last = q.integer("last", lo=1, hi=cap)
     if since is None and until is None and last is None:
         raise BadParam("last", "give a time window (since/until) or last=N", f"e.g. last=100 (at most {cap}), or since=<epoch ms | ISO-8601>")
-    per_step = q.bool("per_step")
+    per_step = q.boolean("per_step")
     per_flow_cap = min(last or cap, cap)
 
     p = S.Params()
