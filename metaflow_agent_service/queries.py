@@ -408,6 +408,10 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
         raise BadParam("last", "give a time window (since/until) or last=N", f"e.g. last=100 (at most {cap}), or since=<epoch ms | ISO-8601>")
     per_step = q.boolean("per_step")
     per_flow_cap = min(last or cap, cap)
+    known = {r["flow_id"] for r in await ctx.conn.fetch("SELECT flow_id FROM flows_v3 WHERE flow_id = ANY($1::text[])", flows)}
+    if set(flows) - known:  # a misspelt flow would otherwise look like one without runs
+        missing = ", ".join(repr(f) for f in flows if f not in known)
+        raise NotFoundError(f"flow(s) {missing} not found", "flow names are case-sensitive; GET /agent/v1/flows lists them")
 
     p = S.Params()
     w = ["r.flow_id = f.flow_id", f"f.flow_id = ANY({p(flows, 'text[]')})"]

@@ -268,3 +268,24 @@ def qs_251(service_db_251):
 def qs_plain(service_db):
     """The service as an operator starts it (no test clock, no token), with a 500 ms statement timeout."""
     yield from _serve(service_db, "--statement-timeout-ms", "500")
+
+
+@pytest.fixture(scope="session")
+def synthetic_db(pg_cluster) -> str:
+    """A database with the dump's schema and synthetic rows shaped like its own (the scale
+    benchmark's generator at its smallest: 300 runs, a 500-task run, retries, crashes, live runs)."""
+    import asyncio
+
+    from pg import service_db_dump
+
+    from benchmarks.query_service.generate import QUICK, load
+
+    dsn = pg_cluster.create_db("synthetic", dump=service_db_dump())
+    asyncio.run(load(dsn, QUICK, progress=lambda msg: None))
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def qs_synthetic(synthetic_db):
+    """The service on the synthetic database (test clock allowed)."""
+    yield from _serve(synthetic_db, "--test-allow-now")

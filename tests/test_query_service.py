@@ -15,9 +15,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from qs_reference import python_states
 from qs_server import DUMP_NOW_S
-
-from metaflow_agent._states import heartbeat_liveness, run_state, task_state
 
 API = "/agent/v1"
 NOW = {"_now": DUMP_NOW_S}
@@ -54,51 +53,6 @@ def all_pages(server, path: str, params: dict[str, Any], *, max_pages: int = 200
             return rows, n
         params["_cursor"] = nxt
     raise AssertionError("cursor never ended")
-
-
-# --- the rule in Python on the raw rows (the library's rendering of the same table) ----------
-def python_states(dsn: str, now_s: int) -> tuple[dict[tuple[str, int], str], dict[int, str], dict[int, bool]]:
-    """(run states, task states, task retried_ok) from the raw rows, decided by `_states` in Python."""
-
-    async def fetch():
-        conn = await asyncpg.connect(dsn)
-        try:
-            runs = await conn.fetch("SELECT flow_id, run_number, last_heartbeat_ts FROM runs_v3")
-            tasks = await conn.fetch("SELECT flow_id, run_number, step_name, task_id, last_heartbeat_ts FROM tasks_v3 WHERE step_name NOT LIKE '\\_%'")
-            marks = await conn.fetch("SELECT task_id, field_name, value, tags::text AS tags, ts_epoch, id FROM metadata_v3 "
-                                     "WHERE field_name IN ('attempt', 'attempt_ok', 'attempt-done') ORDER BY ts_epoch, id")
-            return runs, tasks, marks
-        finally:
-            await conn.close()
-
-    runs, tasks, marks = asyncio.run(fetch())
-    per_task: dict[int, dict[int, bool | None]] = defaultdict(dict)
-    for m in marks:
-        attempt = int(m["tags"].split("attempt_id:")[1].split('"')[0]) if "attempt_id:" in m["tags"] else 0
-        seen = per_task[m["task_id"]]
-        seen.setdefault(attempt, None)
-        if m["field_name"] == "attempt_ok":
-            seen[attempt] = {"true": True, "false": False}.get(m["value"].lower())  # rows in time order: the last one wins
-    run_hb = {(r["flow_id"], r["run_number"]): r["last_heartbeat_ts"] for r in runs}
-
-    def live(hb):
-        return heartbeat_liveness(None if hb is None else now_s - hb)
-
-    t_state, t_retried = {}, {}
-    end_ok: dict[tuple[str, int], bool | None] = {}
-    any_failed: dict[tuple[str, int], bool] = defaultdict(bool)
-    for t in tasks:
-        key = (t["flow_id"], t["run_number"])
-        attempts = per_task.get(t["task_id"], {})
-        latest_ok = attempts[max(attempts)] if attempts else None
-        state = task_state(latest_ok=latest_ok, run_alive=live(run_hb[key]), alive=live(t["last_heartbeat_ts"]))
-        t_state[t["task_id"]] = state
-        t_retried[t["task_id"]] = state == "completed" and any(ok is not True for a, ok in attempts.items() if a != max(attempts))
-        any_failed[key] |= state == "failed"
-        if t["step_name"] == "end":
-            end_ok[key] = latest_ok
-    r_state = {k: run_state(end_ok=end_ok.get(k), any_failed=any_failed[k], alive=live(hb)) for k, hb in run_hb.items()}
-    return r_state, t_state, t_retried
 
 
 # --- health, capabilities, auth --------------------------------------------------------------
@@ -354,6 +308,8 @@ def test_run_stats_over_several_flows_and_a_window(qs_master):
     assert not any(f["truncated"] for f in body["flows"])
     none = ok(qs_master.get(f"{API}/stats/runs", {**NOW, "flows": "TrainFlow", "since": 1, "until": 2}))
     assert none["runs_examined"] == 0 and none["flows"][0]["success_rate"] is None
+    typo = qs_master.get(f"{API}/stats/runs", {**NOW, "flows": "TrainFlow,Trainflow", "last": 5})
+    assert typo.status == 404 and "'Trainflow'" in typo.body["message"]
 
 
 def test_run_stats_per_step(qs_master):
