@@ -116,7 +116,8 @@ def create_app(settings: Settings) -> Starlette:
             except asyncpg.QueryCanceledError:
                 return _error(504, "query_timeout", f"the query ran past the statement timeout ({settings.statement_timeout_ms} ms)",
                               hint="narrow it: a smaller _limit, a time window, fewer runs (last=N)")
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError) as exc:
                 log.warning("database unavailable: %s", exc)
                 return _error(503, "database_unavailable", "the database did not answer", hint="retry later")
             elapsed_ms = (time.perf_counter() - started) * 1000

@@ -41,7 +41,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         "default_transaction_read_only": "on",
         "statement_timeout": str(settings.statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(max(settings.statement_timeout_ms * 3, 10_000)),
-        "application_name": APP_NAME,
+        "application_name": f"{APP_NAME}:{settings.port}",  # which instance, in pg_stat_activity
         "jit": "off",  # these are many short queries: compiling them costs more than it saves
         "search_path": settings.schema,
     }

@@ -470,3 +470,26 @@ def test_statement_timeout_is_a_504(qs_plain, service_db):
     assert reply.status == 504 and reply.body["error"] == "query_timeout", reply.body
     assert 0.4 < elapsed < 5
     assert qs_plain.get(f"{API}/flows/TrainFlow/runs").status == 200  # the pool recovered
+
+
+def test_a_lost_database_connection_is_a_json_503_then_recovers(qs_plain, service_db):
+    """Connections killed under the service (a failover, a restart): JSON 503s, never a traceback."""
+
+    async def kill() -> int:
+        admin = await asyncpg.connect(service_db)
+        try:
+            return await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                        "WHERE application_name = $1", f"metaflow-agent-service:{qs_plain.port}")
+        finally:
+            await admin.close()
+
+    assert asyncio.run(kill()) >= 1
+    statuses = []
+    for _ in range(10):
+        reply = qs_plain.get(f"{API}/flows/TrainFlow/runs")
+        statuses.append(reply.status)
+        if reply.status == 503:
+            assert reply.body["error"] == "database_unavailable" and reply.body["hint"]
+        if reply.status == 200:
+            break
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}
