@@ -5,7 +5,7 @@
 -- those rows, with the columns the state queries read (INCLUDE), so they are answered from the
 -- index alone: the end step of a run (completed or not), a run's tasks by state, per-step counts,
 -- run statistics. The service works without it (slower); GET /agent/v1/capabilities says whether
--- it is present. Size: about 1/6 of the metadata_v3 table's heap.
+-- it is present. Size: measured 32 MB for 1.8 M metadata rows (a 302 MB heap): about a ninth of the heap.
 --
 -- Apply (not inside a transaction: CREATE INDEX CONCURRENTLY does not block the metadata service's writes):
 --   psql "$DSN" -f 001_metadata_attempt_marks.sql

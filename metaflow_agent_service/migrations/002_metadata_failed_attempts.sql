@@ -5,7 +5,7 @@
 -- Without this index that means reading every `attempt_ok` row of the run (one per task attempt);
 -- with it, only the failures: the failed tasks of a 100,000-task run in milliseconds. The service
 -- works without it; GET /agent/v1/capabilities says whether it is present. Size: one entry per
--- failed attempt.
+-- failed attempt (measured 88 kB for 1.8 M metadata rows).
 --
 -- Apply (not inside a transaction):
 --   psql "$DSN" -f 002_metadata_failed_attempts.sql
