@@ -1,4 +1,4 @@
-"""The HTTP layer: routes under `/agent/v1`, bearer-token check, errors as JSON, paging headers."""
+"""The HTTP layer: routes, bearer token, JSON errors, paging headers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from metaflow_agent._states import RUN_STATES
 from . import __version__
 from . import queries as Q
 from .config import Settings
-from .db import KNOWN_INDEXES, create_pool, present_indexes, schema_version, snapshot
+from .db import KNOWN_INDEXES, LOST_CONNECTION, create_pool, present_indexes, schema_version, snapshot
 from .params import BadParam, Limits, NotFoundError, Query
 
 PREFIX = "/agent/v1"
@@ -116,8 +116,7 @@ def create_app(settings: Settings) -> Starlette:
             except asyncpg.QueryCanceledError:
                 return _error(504, "query_timeout", f"the query ran past the statement timeout ({settings.statement_timeout_ms} ms)",
                               hint="narrow it: a smaller _limit, a time window, fewer runs (last=N)")
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError) as exc:
+            except (*LOST_CONNECTION, asyncio.TimeoutError, asyncpg.exceptions.InsufficientResourcesError) as exc:
                 log.warning("database unavailable: %s", exc)
                 return _error(503, "database_unavailable", "the database did not answer", hint="retry later")
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -131,22 +130,22 @@ def create_app(settings: Settings) -> Starlette:
         return handler
 
     async def health(request: Request) -> Response:
-        try:
-            async with state["pool"].acquire(timeout=5) as conn:
+        async def check() -> None:
+            async with snapshot(state["pool"]) as conn:
                 await conn.fetchval("SELECT 1")
+
+        try:
+            await asyncio.wait_for(check(), timeout=5)
         except Exception as exc:  # noqa: BLE001 — any failure means "not healthy"
             log.warning("health check failed: %s", exc)
             return _error(503, "database_unavailable", "the database did not answer", hint="check the database and the DSN")
         return JSONResponse({"status": "ok", "database": "ok", "version": __version__}, headers={"Cache-Control": "no-store"})
 
-    async def capabilities(request: Request) -> Response:
-        if not authorized(request):
-            return _error(401, "unauthorized", "missing or wrong bearer token", hint="send Authorization: Bearer <token>")
+    async def capabilities(ctx: Q.Ctx, q: Query) -> Q.Answer:
         names = list(KNOWN_INDEXES) + [n for n in optional if n not in KNOWN_INDEXES]
-        async with snapshot(state["pool"]) as conn:
-            present = await present_indexes(conn, names)
-            goose = await schema_version(conn)
-            server = await conn.fetchval("SHOW server_version")
+        present = await present_indexes(ctx.conn, names)
+        goose = await schema_version(ctx.conn)
+        server = await ctx.conn.fetchval("SHOW server_version")
         indexes = {n: {"present": present[n], "origin": KNOWN_INDEXES.get(n, "optional"), "migration": optional.get(n)} for n in names}
         body = {
             "service": "metaflow-agent-service",
@@ -168,9 +167,9 @@ def create_app(settings: Settings) -> Starlette:
             "indexes": indexes,
             "database": {"server_version": server, "goose_version": goose},
         }
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return Q.Answer(body)
 
-    routes = [Route(PREFIX + "/health", health), Route(PREFIX + "/capabilities", capabilities)]
+    routes = [Route(PREFIX + "/health", health), Route(PREFIX + "/capabilities", wrap(capabilities, ()), methods=["GET"])]
     for path, fn, allowed, _ in _routes():
         if fn is not None:
             routes.append(Route(PREFIX + path, wrap(fn, allowed), methods=["GET"]))

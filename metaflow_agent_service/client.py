@@ -1,4 +1,4 @@
-"""A typed client for the query service: plain records out, every body checked.
+"""A typed client for the query service; every body is checked.
 
 Each function takes `get(path, params) -> (status, headers, body)`: an HTTP GET against the API
 root (`<url>/agent/v1`), `body` the decoded JSON (None when empty). Transport, retries, timeouts
@@ -219,7 +219,7 @@ class ServiceCapabilities:
 
 # --- body checking ---------------------------------------------------------------------------
 class _Obj:
-    """A JSON object read field by field; any surprise is a ServiceProtocolError naming the field."""
+    """A JSON object read field by field; surprises raise ServiceProtocolError."""
 
     def __init__(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
@@ -394,7 +394,7 @@ def _flag(value: bool) -> str:
 def list_runs(get: Get, flow: str, *, states: Sequence[str] | None = None, since_ms: int | None = None, until_ms: int | None = None,
               tags_any: Sequence[str] | None = None, tags_all: Sequence[str] | None = None, users: Sequence[str] | None = None,
               limit: int | None = None, cursor: str | None = None) -> RunPage:
-    """Runs of a flow, newest first, each with state, finish and duration (one request)."""
+    """Runs of a flow, newest first, with state, finish and duration."""
     o = _call(get, f"/flows/{flow}/runs", {"state": _csv(states), "since": since_ms, "until": until_ms, "tags_any": _csv(tags_any),
                                            "tags_all": _csv(tags_all), "user": _csv(users), "_limit": limit, "_cursor": cursor}, "runs")
     return RunPage(o.req_str("flow_id"), o.req_int("as_of_s"), o.seq("data", _run), _page(o))
@@ -408,13 +408,13 @@ def get_run(get: Get, flow: str, run: str) -> RunRow:
 
 def list_tasks(get: Get, flow: str, run: str, *, states: Sequence[str] | None = None, steps: Sequence[str] | None = None,
                limit: int | None = None, cursor: str | None = None) -> TaskPage:
-    """Tasks of a run by state (`retried_ok` included), with attempts and timing, in task-id order."""
+    """Tasks of a run by state, with attempts and timing."""
     o = _call(get, f"/flows/{flow}/runs/{run}/tasks", {"state": _csv(states), "step": _csv(steps), "_limit": limit, "_cursor": cursor}, "tasks")
     return TaskPage(_run(o.obj("run").d, "tasks.run"), o.req_int("as_of_s"), o.seq("data", _task), _page(o))
 
 
 def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) -> RunSummary:
-    """Per-step counts by state and timings of a run, with run totals (one request)."""
+    """Per-step counts by state and timings of a run, with totals."""
     o = _call(get, f"/flows/{flow}/runs/{run}/summary", {"slowest": slowest}, "summary")
     totals = o.obj("totals")
     return RunSummary(_run(o.obj("run").d, "summary.run"), o.req_int("as_of_s"), o.seq("steps", _step), totals.req_int("tasks"),
@@ -423,7 +423,7 @@ def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) ->
 
 def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, until_ms: int | None = None, last: int | None = None,
               per_step: bool = False) -> RunStats:
-    """Counts by state, success rates and duration percentiles over runs of the flows."""
+    """Counts by state, success rates and duration percentiles over runs."""
     o = _call(get, "/stats/runs", {"flows": _csv(flows), "since": since_ms, "until": until_ms, "last": last,
                                    "per_step": _flag(per_step) if per_step else None}, "run statistics")
     steps = o.seq("steps", _step_stats) if "steps" in o.d else None
@@ -440,7 +440,7 @@ def list_flows(get: Get, *, limit: int | None = None, cursor: str | None = None)
 def search_artifacts(get: Get, flow: str, *, name: str | None = None, name_prefix: str | None = None,
                      attempts: Literal["latest", "all"] | None = None, since_ms: int | None = None, until_ms: int | None = None,
                      runs_per_page: int | None = None, limit: int | None = None, cursor: str | None = None) -> ArtifactPage:
-    """Artifacts by name glob (`*`, `?`) or prefix across runs of a flow, newest run first."""
+    """Artifacts by name glob or prefix across runs, newest first."""
     o = _call(get, f"/flows/{flow}/artifacts", {"name": name, "name_prefix": name_prefix, "attempts": attempts, "since": since_ms,
                                                 "until": until_ms, "runs_per_page": runs_per_page, "_limit": limit, "_cursor": cursor},
               "artifacts")
@@ -461,7 +461,9 @@ def capabilities(get: Get) -> ServiceCapabilities:
 
 # --- discovery -------------------------------------------------------------------------------
 def candidate_urls(env: Mapping[str, str]) -> list[str]:
-    """Where the query service may answer: the configured URL, else beside the metadata service
+    """Where the query service may answer, in order of preference.
+
+    The configured URL, else beside the metadata service
     (`<METAFLOW_SERVICE_URL>/agent/v1`, a reverse proxy's path)."""
     if env.get(URL_ENV):
         return [env[URL_ENV].rstrip("/")]
@@ -470,7 +472,7 @@ def candidate_urls(env: Mapping[str, str]) -> list[str]:
 
 
 def probe(get: Get) -> ServiceCapabilities | None:
-    """The service's capabilities when a query service answers at `get`'s root, else None.
+    """The service's capabilities if one answers at `get`'s root, else None.
 
     One request. Absent (404, another server, a non-JSON page) is None; present but refusing
     (401/403) or unwell (5xx) raises, so a misconfiguration is not silently ignored."""

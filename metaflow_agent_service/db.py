@@ -1,4 +1,4 @@
-"""The connection pool: read-only on every connection, a statement timeout, one snapshot per request.
+"""The connection pool: read-only, time-limited, one snapshot per request.
 
 Read-only twice over: each session starts with `default_transaction_read_only=on`, and every
 request runs inside an explicit `READ ONLY` transaction (repeatable read, so the several
@@ -28,6 +28,17 @@ KNOWN_INDEXES = {
     "artifact_v3_idx_latest_attempt": "master",
 }
 TABLES = ("flows_v3", "runs_v3", "steps_v3", "tasks_v3", "metadata_v3", "artifact_v3")
+# The connection is gone or unusable (a failover, a restart, a killed backend): answer 503 and
+# drop the connection so the pool opens a fresh one.
+LOST_CONNECTION: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -62,12 +73,16 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
 async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection inside a read-only, repeatable-read transaction."""
     async with pool.acquire() as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            yield conn
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield conn
+        except LOST_CONNECTION:
+            conn.terminate()  # never hand a broken connection to the next request
+            raise
 
 
 async def present_indexes(conn: asyncpg.Connection, names: list[str]) -> dict[str, bool]:
-    """Which of the named indexes exist (and are valid) in the service's schema."""
+    """Which of the named indexes exist, and are valid, here."""
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "

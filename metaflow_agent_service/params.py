@@ -19,7 +19,7 @@ TAG_MAX = 255
 
 
 class BadParam(Exception):
-    """A request parameter is wrong: HTTP 400 with a JSON body naming it."""
+    """A wrong request parameter: HTTP 400 with a JSON body naming it."""
 
     def __init__(self, param: str, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -27,7 +27,7 @@ class BadParam(Exception):
 
 
 class NotFoundError(Exception):
-    """The flow or run named in the path does not exist: HTTP 404."""
+    """The flow or run in the path does not exist: HTTP 404."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -41,7 +41,7 @@ class Limits:
 
 
 class Query:
-    """The query parameters of one request, consumed by name; leftovers are an error."""
+    """One request's query parameters, read by name; unknown ones are errors."""
 
     def __init__(self, items: Iterable[tuple[str, str]], *, allowed: Sequence[str]) -> None:
         self._values: dict[str, str] = {}
@@ -56,7 +56,7 @@ class Query:
         return self._values.get(name)
 
     def canonical(self, exclude: Sequence[str] = ("_cursor", "_limit")) -> str:
-        """The parameters that define the result set, in a stable form (for cursor binding)."""
+        """The parameters defining the result set, stably (for cursor binding)."""
         return json.dumps({k: v for k, v in sorted(self._values.items()) if k not in exclude}, separators=(",", ":"))
 
     # --- typed getters -----------------------------------------------------------
@@ -121,7 +121,7 @@ class Query:
         return list(dict.fromkeys(items))
 
     def epoch_ms(self, name: str) -> int | None:
-        """A time as epoch milliseconds (integer) or ISO-8601 (with a zone, or UTC when none)."""
+        """A time: epoch milliseconds or ISO-8601 (UTC when no zone)."""
         raw = self.raw(name)
         if raw is None:
             return None
@@ -156,13 +156,13 @@ def _digest(route: str, canonical: str) -> str:
 
 
 def encode_cursor(route: str, query: Query, key: Sequence[Any]) -> str:
-    """An opaque cursor: the keyset position, bound to this route and these filters."""
+    """An opaque cursor: a keyset position bound to route and filters."""
     blob = json.dumps({"q": _digest(route, query.canonical()), "k": list(key)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(blob).decode().rstrip("=")
 
 
 def decode_cursor(route: str, query: Query, types: Sequence[type]) -> list[Any] | None:
-    """The keyset position of `_cursor`, checked against the route, the filters and the key types."""
+    """The keyset position in `_cursor`, checked against route, filters and types."""
     raw = query.raw("_cursor")
     if raw is None:
         return None
@@ -184,7 +184,7 @@ def decode_cursor(route: str, query: Query, types: Sequence[type]) -> list[Any] 
 
 
 def glob_to_like(pattern: str) -> str:
-    """A glob (`*`, `?`) as a LIKE pattern with `\\` escapes; no character classes."""
+    """A glob (`*`, `?`) as an escaped LIKE pattern."""
     if "[" in pattern or "]" in pattern:
         raise BadParam("name", "character classes ([...]) are not supported", "use * and ? only, or name_prefix")
     out = []

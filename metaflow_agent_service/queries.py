@@ -1,4 +1,4 @@
-"""One async function per question: SQL over the service's tables, rows shaped as JSON-ready dicts.
+"""One async function per question: SQL in, JSON-ready dicts out.
 
 Every list is keyset-paged (`_limit` + an opaque `_cursor`) with a default and a hard cap; a
 state filter examines at most `scan_budget` runs per request and says so (`budget_hit`).
@@ -31,7 +31,7 @@ TASK_FILTER_STATES: tuple[str, ...] = (*TASK_STATES, "retried_ok")
 
 @dataclass
 class Ctx:
-    """What a query needs: a connection in a read-only snapshot, the settings, the clock."""
+    """A query's connection (read-only snapshot), settings and clock."""
 
     conn: asyncpg.Connection
     settings: Settings
@@ -81,8 +81,9 @@ def run_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _runs_sql(p: S.Params, now: str, where: list[str], *, scan: int, states: list[str], limit: int) -> str:
-    """Runs matching `where`, newest first, with state and finish time; the state filter applies
-    to the first `scan` runs only (its cost is bounded by that)."""
+    """Runs matching `where`, newest first, with state and finish time.
+
+    The state filter applies to the first `scan` runs only: that bounds its cost."""
     state_filter = f"WHERE s.state = ANY({p(states, 'text[]')})" if states else ""
     return f"""
       SELECT s.*, {S.finished_ms_of('s')} AS finished_ms
@@ -99,7 +100,7 @@ async def _flow_exists(ctx: Ctx, flow: str) -> bool:
 
 
 async def resolve_run(ctx: Ctx, flow: str, run: str) -> asyncpg.Record:
-    """The run row (with state and finish) named by number or by run_id; NotFoundError if absent."""
+    """The run row, with state and finish, by number or run_id."""
     check_name("flow_id", flow)
     check_name("run", run)
     p = S.Params()
@@ -118,7 +119,7 @@ RUNS_PARAMS = ("state", "since", "until", "tags_any", "tags_all", "user", "_limi
 
 
 async def list_runs(ctx: Ctx, flow: str, q: Query) -> Answer:
-    """Runs of a flow, newest first, each with state, finish time and duration."""
+    """Runs of a flow, newest first, with state, finish and duration."""
     check_name("flow_id", flow)
     route = f"runs:{flow}"
     limit = q.limit(RUN_LIMITS)
@@ -178,7 +179,7 @@ async def list_runs(ctx: Ctx, flow: str, q: Query) -> Answer:
 
 
 async def _count_runs(ctx: Ctx, where: list[str], values: list[Any], cursor: list[Any] | None, *, upto: tuple[int, int] | None) -> int:
-    """Runs under the filters between the cursor and `upto` (inclusive): what a page examined."""
+    """How many runs a page examined (cursor to `upto`, inclusive)."""
     p = S.Params()
     p.values = list(values)
     w = list(where)
@@ -191,7 +192,7 @@ async def _count_runs(ctx: Ctx, where: list[str], values: list[Any], cursor: lis
 
 
 async def _nth_run(ctx: Ctx, where: list[str], values: list[Any], cursor: list[Any] | None, n: int) -> tuple[int, int] | None:
-    """The key of the n-th run under the filters after the cursor, if more runs follow it."""
+    """The n-th run's key after the cursor, if more runs follow it."""
     p = S.Params()
     p.values = list(values)
     w = list(where)
@@ -222,8 +223,10 @@ TASKS_PARAMS = ("state", "step", "_limit", "_cursor")
 
 def _tasks_cte(p: S.Params, now: str, flow: str, run_number: int, *, steps: list[str], narrow: str | None,
                after: int | None) -> str:
-    """CTEs `p` (per-task facts from the attempt marks) and `t` (every task with its state);
-    `narrow`: a query of the only (step_name, task_id) that can match (computed once, first)."""
+    """CTEs `p` (per-task facts) and `t` (every task with its state).
+
+    `p` reads the attempt marks. `narrow`: a query of the only (step_name, task_id) that can
+    match, computed once, first."""
     f, r = p(flow), p(run_number, "bigint")
     m_where = [f"m.flow_id = {f}", f"m.run_number = {r}", f"m.step_name NOT LIKE '{S.HIDDEN_STEP}'"]
     t_where = [f"t.flow_id = {f}", f"t.run_number = {r}", f"t.step_name NOT LIKE '{S.HIDDEN_STEP}'"]
@@ -258,7 +261,7 @@ def _tasks_cte(p: S.Params, now: str, flow: str, run_number: int, *, steps: list
 
 
 def _attempts_json(t: str) -> str:
-    """Correlated: the latest attempts of the task row `t` (oldest first) as a JSON list."""
+    """The latest attempts of task row `t`, oldest first, as JSON."""
     rows = S.attempts_sql(f"m.flow_id = {t}.flow_id AND m.run_number = {t}.run_number AND m.step_name = {t}.step_name "
                           f"AND m.task_id = {t}.task_id")
     return f"""(SELECT jsonb_agg(jsonb_build_object('attempt', y.att, 'ok', {S.decode_ok('y.ok_code')}, 'started_ms', y.started_ms,
@@ -267,14 +270,14 @@ def _attempts_json(t: str) -> str:
 
 
 def _narrowing(p: S.Params, flow: str, run_number: int, states: list[str]) -> str | None:
-    """Task ids that can hold the requested states, when the rule table proves a smaller set suffices."""
+    """The only tasks that can hold `states`, where the rule proves it."""
     if not states or any(s not in ("retried_ok", "failed") or (s == "failed" and not S.FAILED_NEEDS_A_FALSE_OK) for s in states):
         return None
     f, r = p(flow), p(run_number, "bigint")
     parts = []
-    if "retried_ok" in states:  # completed after an earlier attempt: the task has an attempt N > 0
+    if "retried_ok" in states:  # completed after an earlier attempt: the task has a mark of an attempt N > 0
         parts.append(f"SELECT g.step_name, g.task_id FROM metadata_v3 g WHERE g.flow_id = {f} AND g.run_number = {r} "
-                     f"AND g.field_name = 'attempt' AND {S.attempt_no('g')} > 0")
+                     f"AND g.field_name IN {S.MARKS_IN} AND {S.attempt_no('g')} > 0")
     if "failed" in states:
         parts.append(S.false_ok_tasks(f, r))
     return " UNION ".join(parts)
@@ -300,7 +303,7 @@ def task_json(flow: str, run_id: str, row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def list_tasks(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
-    """Tasks of a run (pseudo-steps like `_parameters` left out), by state, in task-id order."""
+    """Tasks of a run by state, in task-id order (`_parameters` left out)."""
     run_row = await resolve_run(ctx, flow, run)
     run_id = _run_id(run_row)
     route = f"tasks:{flow}/{run_row['run_number']}"
@@ -344,7 +347,7 @@ def _counts_sql(alias: str = "t") -> str:
 
 
 async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
-    """Per-step counts by state and timings of a run, with its slowest tasks, plus run totals."""
+    """Per-step counts, timings and slowest tasks of a run, with totals."""
     run_row = await resolve_run(ctx, flow, run)
     slowest = q.integer("slowest", lo=0, hi=20, default=3)
     p = S.Params()
@@ -397,7 +400,7 @@ STATS_PARAMS = ("flows", "since", "until", "last", "per_step")
 
 
 async def run_stats(ctx: Ctx, q: Query) -> Answer:
-    """Counts by state, success rates and duration percentiles over runs of one or more flows."""
+    """Counts by state, success rates and duration percentiles over runs."""
     flows = q.names("flows", max_items=MAX_FLOWS_PER_STATS)
     if not flows:
         raise BadParam("flows", "flows is required", "e.g. flows=TrainFlow or flows=TrainFlow,ShardFlow")
@@ -484,7 +487,7 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
 
 
 async def _step_stats(ctx: Ctx, w: list[str], values: list[Any], per_flow_cap: int) -> list[dict[str, Any]]:
-    """Per (flow, step): in how many examined runs it ran and failed, and its duration over completed runs."""
+    """Per flow and step: runs, runs with a failed task, durations."""
     p = S.Params()
     p.values = list(values)  # $1 = the flows, then the window
     now = S.now_sql(p, ctx.now_s)
@@ -563,7 +566,7 @@ ARTIFACTS_PARAMS = ("name", "name_prefix", "attempts", "since", "until", "runs_p
 
 
 async def search_artifacts(ctx: Ctx, flow: str, q: Query) -> Answer:
-    """Artifacts named by a glob or a prefix across runs of a flow, newest run first."""
+    """Artifacts by name glob or prefix across runs, newest run first."""
     check_name("flow_id", flow)
     route = f"artifacts:{flow}"
     limit = q.limit(ARTIFACT_LIMITS)

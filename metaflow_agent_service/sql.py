@@ -1,4 +1,4 @@
-"""The state rule as SQL over the metadata service's tables, built from `metaflow_agent._states`.
+"""The state rule as SQL, built from `metaflow_agent._states`.
 
 Nothing here restates the rule: task and run states are `sql_case(TASK_RULES | RUN_RULES, facts)`
 and liveness is `sql_heartbeat_liveness`; this module only says how each fact is read from the
@@ -52,7 +52,7 @@ FALSE_TEXT = "('False', 'false', 'FALSE')"
 
 
 def attempt_no(m: str) -> str:
-    """The attempt number of a metadata row, from its `attempt_id:N` tag (0 when untagged).
+    """A metadata row's attempt number, from its `attempt_id:N` tag (else 0).
 
     The service writes tags as `["attempt_id:N"]`: that shape is read with plain string
     functions (a regular expression on every row costs several times more); any other shape
@@ -69,17 +69,17 @@ def ok_value(m: str) -> str:
 
 
 def liveness(now_s: str, heartbeat_s: str) -> str:
-    """Heartbeat liveness (TRUE / FALSE / NULL) of a heartbeat column in epoch seconds."""
+    """Liveness (TRUE / FALSE / NULL) of a heartbeat in epoch seconds."""
     return sql_heartbeat_liveness(f"{now_s} - {heartbeat_s}")
 
 
 def first_ok(m: str) -> str:
-    """The outcome a mark carries: its value for an `attempt_ok` row, else NULL."""
+    """A mark's outcome: an `attempt_ok` row's value, else NULL."""
     return f"(CASE WHEN {m}.field_name = 'attempt_ok' THEN {ok_value(m)} END)"
 
 
 def ok_code(ok: str) -> str:
-    """An outcome as a number that survives max(): 1 True, 0 False, -1 none."""
+    """An outcome as a number: 1 True, 0 False, -1 none."""
     return f"COALESCE(({ok})::int, -1)"
 
 
@@ -89,7 +89,7 @@ def decode_ok(code: str) -> str:
 
 
 def latest_key(m: str) -> str:
-    """A mark's place in time, as an array whose max() is the latest attempt's outcome.
+    """A mark as an array whose max() is the latest outcome.
 
     Attempt first (highest wins), then `attempt_ok` rows over the attempt's other marks, then
     the newest (ts_epoch, id); the outcome rides last. max() over arrays is a plain aggregate:
@@ -99,7 +99,7 @@ def latest_key(m: str) -> str:
 
 
 def latest_ok_agg(m: str) -> str:
-    """Aggregate over attempt marks (alias `m`): the latest attempt's newest `attempt_ok`, else NULL."""
+    """Aggregate over marks `m`: the latest attempt's outcome, else NULL."""
     return decode_ok(f"(max({latest_key(m)}))[5]")
 
 
@@ -113,8 +113,9 @@ END_DONE_AGG = f"max(m.ts_epoch) FILTER (WHERE m.field_name IN {OUTCOMES_IN})"
 
 
 def end_facts_of_runs(runs: str) -> str:
-    """End facts (flow_id, run_number, end_ok, end_done_ms) of every run in the relation `runs`,
-    in one pass over their end steps' marks."""
+    """End facts (end_ok, end_done_ms) of every run in `runs`.
+
+    One pass over their end steps' marks."""
     return f"""
       SELECT m.flow_id, m.run_number, {END_OK_AGG} AS end_ok, {END_DONE_AGG} AS end_done_ms
       FROM {runs} x JOIN metadata_v3 m ON {end_where('m', 'x.flow_id', 'x.run_number')}
@@ -122,9 +123,10 @@ def end_facts_of_runs(runs: str) -> str:
 
 
 def attempts_sql(where: str) -> str:
-    """One row per (task_id, att) of the attempt marks matching `where` (alias m): started_ms
-    (its `attempt` row), ok_code (its newest `attempt_ok`, see `ok_code`; NULL when it has none),
-    finished_ms (its last outcome row)."""
+    """One row per task attempt among the marks matching `where`.
+
+    Columns: started_ms (its `attempt` row), ok_code (its newest `attempt_ok`, see `ok_code`;
+    NULL when it has none), finished_ms (its last outcome row)."""
     return f"""
       SELECT m.step_name, m.task_id, {attempt_no('m')} AS att,
              min(m.ts_epoch) FILTER (WHERE m.field_name = 'attempt') AS started_ms,
@@ -144,17 +146,17 @@ EARLIER_FAILED_AGG = ("(count(*) FILTER (WHERE a.ok_code IS DISTINCT FROM 1) > "
 
 
 def task_state(*, latest_ok: str, run_alive: str, alive: str) -> str:
-    """The task rule as a SQL CASE (exit_recorded is not in the database: NULL)."""
+    """The task rule as a SQL CASE (exit_recorded: NULL)."""
     return sql_case(TASK_RULES, {"latest_ok": latest_ok, "run_alive": run_alive, "alive": alive})
 
 
 def run_state(*, end_ok: str, any_failed: str, alive: str) -> str:
-    """The run rule as a SQL CASE (its facts are evaluated only as far as the CASE needs them)."""
+    """The run rule as a SQL CASE, evaluated lazily."""
     return sql_case(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "alive": alive})
 
 
 def latest_ok_domain(state: str) -> frozenset[bool | None]:
-    """The values of `latest_ok` under which the task rule can give `state` (any other fact)."""
+    """The `latest_ok` values under which the task rule gives `state`."""
     names = sorted({n for _, conds in TASK_RULES for n, _ in conds} - {"latest_ok"})
     out: set[bool | None] = set()
     for latest in (True, False, None):
@@ -178,7 +180,7 @@ def false_ok_tasks(flow: str, run: str) -> str:
 
 
 def any_failed_of(r: str, now_s: str) -> str:
-    """Correlated SQL: does the run (alias `r`) have a task whose rule state is failed?"""
+    """Correlated SQL: has run `r` a task whose state is failed?"""
     narrow = (f" AND (m.step_name, m.task_id) IN ({false_ok_tasks(f'{r}.flow_id', f'{r}.run_number')})"
               if FAILED_NEEDS_A_FALSE_OK else "")
     state = task_state(latest_ok="p.latest_ok", run_alive=liveness(now_s, f"{r}.last_heartbeat_ts"),
@@ -193,8 +195,9 @@ def any_failed_of(r: str, now_s: str) -> str:
 
 
 def run_state_of(r: str, end_ok: str, now_s: str) -> str:
-    """The state of the `runs_v3` row aliased `r`, given its end step's outcome `end_ok`: a run
-    whose end succeeded costs nothing more; only the others look at their tasks."""
+    """The state of run row `r`, given its end step's outcome.
+
+    A run whose end succeeded costs nothing more; only the others look at their tasks."""
     return run_state(end_ok=end_ok, any_failed=any_failed_of(r, now_s), alive=liveness(now_s, f"{r}.last_heartbeat_ts"))
 
 
@@ -212,13 +215,13 @@ def last_outcome_ms_of(r: str) -> str:
 
 
 def finished_ms_of(s: str) -> str:
-    """The finish time of a judged run row `s` (with state and end_done_ms); NULL while not over."""
+    """The finish time of judged run row `s`; NULL while not over."""
     return (f"(CASE WHEN {s}.state = 'completed' THEN {s}.end_done_ms "
             f"WHEN {s}.state IN {FINISHED_IN} THEN {last_outcome_ms_of(s)} END)")
 
 
 def verified_user(r: str) -> str:
-    """The run's verified owner, written as the service's index expression so it can be used."""
+    """The run's verified owner, as the service's index expression."""
     return f"(CASE WHEN {r}.system_tags ? ('user:' || {r}.user_name) THEN {r}.user_name ELSE NULL END)"
 
 
@@ -234,5 +237,5 @@ class Params:
 
 
 def now_sql(params: Params, override_s: int | None) -> str:
-    """The query's clock in epoch seconds: the override (tests only) or the database's now()."""
+    """The query's clock (epoch s): the test override or now()."""
     return f"COALESCE({params(override_s, 'bigint')}, EXTRACT(EPOCH FROM now())::bigint)"

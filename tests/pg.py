@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests: initdb in a temp folder, 127.0.0.1 on a free port.
+"""A throwaway PostgreSQL cluster for tests, on a free 127.0.0.1 port.
 
 `initdb` and `postgres` refuse to run as root, so as root the server runs as an unprivileged
 OS user (`postgres` when it exists, else `nobody`) through `runuser`; otherwise as the
@@ -120,7 +120,7 @@ class PgCluster:
     # --- lifecycle ---------------------------------------------------------------
     @classmethod
     def start(cls, *, bin_dir: Path | None = None, base: Path | None = None, settings: dict[str, str] | None = None) -> PgCluster:
-        """initdb + start on a free 127.0.0.1 port (fsync off: the data is throwaway).
+        """initdb and start on a free 127.0.0.1 port (fsync off).
 
         `base`: the folder to create the cluster in (default: the temp folder); `settings`:
         extra server settings (e.g. shared_buffers for benchmarks)."""
@@ -159,7 +159,7 @@ class PgCluster:
         self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", opts, "start"])
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown) and remove the folder; safe to call twice."""
+        """Stop the server and remove the folder; safe to call twice."""
         if (self.data / "postmaster.pid").exists():
             subprocess.run(self._as_user([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
                            capture_output=True, timeout=60)
@@ -182,7 +182,7 @@ class PgCluster:
         return out.stdout
 
     def create_db(self, name: str, *, dump: Path | None = None, template: str | None = None) -> str:
-        """Create a database (from a template or by loading a plain-SQL dump); returns its DSN."""
+        """Create a database (from a template or a dump); returns its DSN."""
         self.psql("postgres", f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         if dump is not None:
             text = dump.read_text()

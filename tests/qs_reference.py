@@ -1,5 +1,6 @@
-"""The state rule evaluated in Python (`metaflow_agent._states`) on a database's raw rows: the
-reference the query service's SQL is checked against."""
+"""The state rule in Python (`metaflow_agent._states`) on raw rows.
+
+The reference the query service's SQL is checked against."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ OK_TEXT = {"True": True, "true": True, "TRUE": True, "False": False, "false": Fa
 
 
 def python_states(dsn: str, now_s: int) -> tuple[dict[tuple[str, int], str], dict[int, str], dict[int, bool]]:
-    """(run states, task states, task retried_ok) from the raw rows, decided by `_states` in Python."""
+    """Run states, task states and retried_ok, decided in Python."""
 
     async def fetch():
         conn = await asyncpg.connect(dsn)

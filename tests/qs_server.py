@@ -1,4 +1,4 @@
-"""The real `metaflow-agent-service` process on a free 127.0.0.1 port, for tests and benchmarks."""
+"""The real `metaflow-agent-service` process on a free 127.0.0.1 port."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class Reply:
 
 @dataclass
 class ServiceProcess:
-    """One server process; `get` talks HTTP to it (stdlib only, so failures are the server's)."""
+    """One server process; `get` talks HTTP to it (stdlib only)."""
 
     dsn: str
     args: list[str] = field(default_factory=list)

@@ -493,3 +493,12 @@ def test_a_lost_database_connection_is_a_json_503_then_recovers(qs_plain, servic
         if reply.status == 200:
             break
     assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+
+
+def test_the_failed_task_search_is_narrowed_only_because_the_rule_allows_it():
+    """The narrowing to attempt_ok False rows is derived from the rule table, not assumed."""
+    from metaflow_agent_service import sql as S
+
+    assert S.latest_ok_domain("failed") == {False} and S.FAILED_NEEDS_A_FALSE_OK
+    assert S.latest_ok_domain("completed") == {True}
+    assert S.latest_ok_domain("crashed") == {None} and S.latest_ok_domain("running") == {False, None}

@@ -218,7 +218,9 @@ def plan_runs(scale: Scale, seed: int = 7) -> Iterator[RunPlan]:
 
 
 def rows_of_run(run: RunPlan, ids: Ids, *, chunk: int = 2000) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
-    """The rows the service writes for one run, per table, in chunks of about `chunk` tasks."""
+    """The rows the service writes for one run, per table, in chunks.
+
+    About `chunk` tasks a chunk, so a 100,000-task run is not held whole."""
     ids.run += 1
     number = ids.run
     flow, user = run.flow, run.user
@@ -286,7 +288,7 @@ def rows_of_run(run: RunPlan, ids: Ids, *, chunk: int = 2000) -> Iterator[dict[s
 
 
 async def _schema_objects(conn: asyncpg.Connection) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-    """(constraints as (table, name, definition), indexes as (name, definition)) of the six tables."""
+    """The six tables' constraints and indexes, with their definitions."""
     cons = await conn.fetch(
         "SELECT c.conrelid::regclass::text AS tbl, c.conname, pg_get_constraintdef(c.oid) AS def, c.contype "
         "FROM pg_constraint c WHERE c.conrelid::regclass::text = ANY($1) ORDER BY c.contype = 'f', c.conname", list(TABLES))
@@ -297,7 +299,7 @@ async def _schema_objects(conn: asyncpg.Connection) -> tuple[list[tuple[str, str
 
 
 async def load(dsn: str, scale: Scale, *, skip_indexes: tuple[str, ...] = (), progress: Any = print) -> tuple[dict[str, int], dict[str, str]]:
-    """Empty the six tables of a restored dump and load the scale's rows.
+    """Empty a restored dump's six tables and load the scale's rows.
 
     Indexes named in `skip_indexes` are left out (e.g. master's five, for a 2.5.1 schema).
     Returns (row counts, the CREATE INDEX statements of the skipped indexes)."""

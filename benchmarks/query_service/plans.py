@@ -1,4 +1,4 @@
-"""Client-side plans: what the library does over the metadata service's own routes (master).
+"""Client-side plans over the metadata service's own routes (master).
 
 Each plan sends, in order, the requests `metaflow_agent` (or the cheapest correct client code)
 would send for the question, and runs the SQL master runs for each of them (`master_sql`) on the
@@ -38,7 +38,7 @@ class Timed:
 
 
 async def _pages(t: Timed, route: str, make: Any, key: Any, *, limit: int, max_rows: int | None = None) -> list[asyncpg.Record]:
-    """Follow master's cursor (the last row of a full page) to the end or `max_rows`."""
+    """Follow master's cursor to the end or `max_rows`."""
     out: list[asyncpg.Record] = []
     cursor = None
     while True:
@@ -70,8 +70,10 @@ async def outcome_sets(t: Timed, flow: str, run: int) -> dict[str, Any]:
 
 async def runs_with_finish(t: Timed, flow: str, *, limit: int, statuses: list[str] | None = None,
                            since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
-    """Runs with status (master derives it when a status filter is sent) and, per finished run,
-    its last metadata row (`runs/{r}/metadata?_limit=1`, newest first) for the finish time."""
+    """Runs with status, and each finished run's finish time.
+
+    Master derives the status when a status filter is sent; per finished run, its last
+    metadata row (`runs/{r}/metadata?_limit=1`, newest first) gives the finish time."""
     rows = await _pages(
         t, "GET runs (status filter)",
         lambda lim, cur: M.runs_page(flow, limit=lim, statuses=statuses or ALL_STATUSES, since_ms=since_ms, until_ms=until_ms, cursor=cur),
@@ -84,8 +86,10 @@ async def runs_with_finish(t: Timed, flow: str, *, limit: int, statuses: list[st
 
 
 async def run_stats(t: Timed, flows: list[str], *, since_ms: int | None = None, durations: bool = True) -> dict[str, Any]:
-    """Counts by status over every run of the flows (status-filtered listing, 500 a page); with
-    `durations`, the finish time of each completed run (one request each)."""
+    """Counts by status over every run, optionally with durations.
+
+    A status-filtered listing, 500 a page; with `durations`, the finish time of each completed
+    run (one request each)."""
     counts: dict[str, int] = {}
     examined = 0
     for flow in flows:
@@ -113,8 +117,9 @@ async def flows_latest(t: Timed) -> dict[str, Any]:
 
 
 async def artifact_search(t: Timed, flow: str, *, match: Any, runs: int, want: int) -> dict[str, Any]:
-    """The newest `runs` runs, each one's artifact records (500 a page), matched client-side,
-    until `want` hits."""
+    """Artifact records of the newest runs, matched client-side.
+
+    Each run's list, 500 a page, run by run until `want` hits."""
     listing = await t("GET runs", M.runs_page(flow, limit=runs))
     hits = 0
     for r in listing[:runs]:

@@ -1,4 +1,4 @@
-"""REPORT.md from results.json: per scale, the service against the client-side plans, and the plans' indexes."""
+"""REPORT.md from results.json: service against client plans, per scale."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _svc(sc: dict[str, Any], phase: str, q: str) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[str]:
-    """The issue's two targets, per scale, on master's schema without and with the optional indexes."""
+    """The issue's two targets per scale, without and with optional indexes."""
     out = []
     for name, sc in results["scales"].items():
         cli = sc["phases"].get("master", {}).get("client", {})
