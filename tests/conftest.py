@@ -99,3 +99,90 @@ def client_outcomes(client_ns):
         return out
 
     return get
+
+
+# --- PostgreSQL with the real metadata service's database (tests/pg.py) -------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1, stopped and removed after the session."""
+    from pg import PgCluster, PgUnavailable
+
+    try:
+        cluster = PgCluster.start()
+    except PgUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def service_db(pg_cluster) -> str:
+    """DSN of a database restored from shared/service-db (written by the real service, master)."""
+    from pg import service_db_dump
+
+    return pg_cluster.create_db("metaflow", dump=service_db_dump())
+
+
+# --- the query service (metaflow_agent_service) as real processes on the dump --------
+QS_TOKEN = "test-token-0123456789"
+MASTER_ONLY_INDEXES = ("runs_v3_idx_flow_ts_runnum_desc", "flows_v3_idx_ts_flow_desc", "tasks_v3_idx_flow_run_step_ts_task_desc",
+                       "metadata_v3_idx_flow_run_ts_id_desc", "artifact_v3_idx_latest_attempt")
+
+
+@pytest.fixture(scope="session")
+def service_db_251(pg_cluster) -> str:
+    """The same rows in a schema as 2.5.1 leaves it: without the five indexes master added."""
+    from pg import service_db_dump
+
+    dsn = pg_cluster.create_db("metaflow_251", dump=service_db_dump())
+    pg_cluster.psql("metaflow_251", "; ".join(f"DROP INDEX {name}" for name in MASTER_ONLY_INDEXES))
+    return dsn
+
+
+def _serve(dsn: str, *args: str, token: str | None = None):
+    from qs_server import ServiceProcess
+
+    server = ServiceProcess(dsn, list(args), token=token).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def qs_master(service_db):
+    """The service on the master-written dump: bearer token on, the `_now` test clock allowed."""
+    yield from _serve(service_db, "--test-allow-now", token=QS_TOKEN)
+
+
+@pytest.fixture(scope="session")
+def qs_251(service_db_251):
+    """The service on the 2.5.1-schema copy, with a scan budget of 3 runs (to exercise budget cursors)."""
+    yield from _serve(service_db_251, "--test-allow-now", "--scan-budget", "3")
+
+
+@pytest.fixture(scope="session")
+def qs_plain(service_db):
+    """The service as an operator starts it (no test clock, no token), with a 500 ms statement timeout."""
+    yield from _serve(service_db, "--statement-timeout-ms", "500")
+
+
+@pytest.fixture(scope="session")
+def synthetic_db(pg_cluster) -> str:
+    """A database with the dump's schema and synthetic rows shaped like its own (the scale
+    benchmark's generator at its smallest: 300 runs, a 500-task run, retries, crashes, live runs)."""
+    import asyncio
+
+    from pg import service_db_dump
+
+    from benchmarks.query_service.generate import QUICK, load
+
+    dsn = pg_cluster.create_db("synthetic", dump=service_db_dump())
+    asyncio.run(load(dsn, QUICK, progress=lambda msg: None))
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def qs_synthetic(synthetic_db):
+    """The service on the synthetic database (test clock allowed)."""
+    yield from _serve(synthetic_db, "--test-allow-now")
