@@ -7,7 +7,7 @@ engine) with the datastore; read at call time and cached per configuration.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import _config
 from ._datastore import Datastore, LocalDatastore, open_datastore
@@ -29,7 +29,7 @@ class Backend:
         self._store_kind = store_kind
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["local", "service"]:
         return self.meta.kind
 
     @property

@@ -36,6 +36,8 @@ def capabilities() -> Capabilities:
             server_cursors=bool(flag("server_cursors")),
             filtered_tasks=flag("filtered_tasks"),
             run_metadata_route=flag("run_metadata_route"),
+            query_service=text("query_service"),
+            notes=[n for n in [text("query_service_note")] if n],
             limits={f"{k}_default": v[0] for k, v in LIMITS.items()} | {f"{k}_cap": v[1] for k, v in LIMITS.items()},
             cost=Cost.of(meter),
         )

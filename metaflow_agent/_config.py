@@ -45,6 +45,17 @@ def service_headers() -> dict[str, str]:
     return dict(getattr(metaflow_config, "SERVICE_HEADERS", None) or {})
 
 
+def query_service_url() -> str:
+    """METAFLOW_AGENT_QUERY_SERVICE_URL: the query service's API root ('' to look beside the
+    metadata service, 'off' to never use one)."""
+    return os.environ.get("METAFLOW_AGENT_QUERY_SERVICE_URL", "").strip().rstrip("/")
+
+
+def query_service_token() -> str | None:
+    """METAFLOW_AGENT_QUERY_SERVICE_TOKEN: the bearer token the query service expects, if any."""
+    return os.environ.get("METAFLOW_AGENT_QUERY_SERVICE_TOKEN") or None
+
+
 def s3_root() -> str | None:
     return metaflow_setting("DATASTORE_SYSROOT_S3")
 

@@ -28,13 +28,18 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
         key = query_key(namespace)
         start = cursor_offset(open_cursor(cursor, "list_flows", key), "list_flows")
         backend = get_backend()
-        names = backend.meta.list_flows()
         budget = _config.default("flow_budget")
         query = RunQuery(tags_all=(ns,) if ns else ())
+        decided = backend.meta.decided_flows(query)
         latest: dict[str, RunRecord | None] = {}
-        for name in names[:budget]:
-            scan = backend.meta.scan_runs(name, query, limit=1, after=None, budget=1)
-            latest[name] = scan.runs[0] if scan.runs else None
+        if decided is not None:  # the query service: every flow with its latest run, states decided
+            names = sorted(name for name, _ in decided)
+            latest = dict(decided)
+        else:
+            names = backend.meta.list_flows()
+            for name in names[:budget]:
+                scan = backend.meta.scan_runs(name, query, limit=1, after=None, budget=1)
+                latest[name] = scan.runs[0] if scan.runs else None
         def recency(name: str) -> tuple[int, str]:
             rec = latest[name]
             return (rec.ts_ms if rec is not None else -1, name)
@@ -48,7 +53,8 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
             if rec is None:
                 rows.append(FlowInfo(flow=name))
                 continue
-            settle_run(backend, rec)
+            if rec.status is None:
+                settle_run(backend, rec)
             rows.append(FlowInfo(flow=name, latest_run=str(rec.pathspec), status=rec.status, created_at=iso(rec.ts_ms),
                                  steps=len(backend.meta.list_steps(rec.pathspec))))
         more = start + limit < len(ordered)

@@ -199,7 +199,7 @@ class FailedTask(_Model):
 
 class FailedTaskList(Page):
     run: str = Field(description="'Flow/RunId'.")
-    failed: list[FailedTask] = Field(description="Failures first (failed, crashed, unknown, retrying), then retried_ok tasks; task order within each.")
+    failed: list[FailedTask] = Field(description="Failed, crashed, unknown, retrying, then retried_ok tasks; task-id order within each.")
     total_failed: int = Field(description="Tasks whose final outcome is failed.")
     total_crashed: int = Field(description="Tasks that crashed.")
     total_unknown: int = Field(default=0, description="Tasks with no outcome and no proof of life or death.")
@@ -219,7 +219,7 @@ class TaskInfo(_Model):
 
 class TaskList(Page):
     run: str = Field(description="'Flow/RunId'.")
-    tasks: list[TaskInfo] = Field(description="Tasks in step order, then task order.")
+    tasks: list[TaskInfo] = Field(description="Tasks in task-id order (the order they were created).")
     counts: dict[TaskState, int] = Field(description="Tasks of the run (or step) by state, all of them, not just this page.")
 
 
@@ -353,4 +353,5 @@ class Capabilities(Answer):
     server_cursors: bool = Field(description="True when the service paginates (X-Limit/X-Next-Cursor seen).")
     filtered_tasks: bool | None = Field(default=None, description="True when the filtered_tasks route answers; null until first used.")
     run_metadata_route: bool | None = Field(default=None, description="True when GET .../runs/{r}/metadata answers; null until first used.")
+    query_service: str | None = Field(default=None, description="URL of the query service answering beside the metadata service, if one was found.")
     limits: dict[str, int] = Field(description="Default and hard-cap limits in force.")

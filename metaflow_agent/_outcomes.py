@@ -104,7 +104,7 @@ def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET, tim
     kinds = set(a.verdicts.values())
     a.state = run_state(end_ok=end_ok, any_failed="failed" in kinds, any_crashed="crashed" in kinds, alive=alive)
     if finish and a.state in FINISHED:
-        a.finished_ms = meta.finished_ms(run, outcomes)
+        a.finished_ms = meta.finished_ms(run, outcomes, completed=a.state == "completed")
     return a
 
 
@@ -192,7 +192,7 @@ def settle_run(backend: Backend, run: RunRecord) -> None:
     """Set a listed run's state and finish with the fewest looks: the end step, then its
     liveness, then (only if it may have failed) a search for a failed task, newest step first."""
     if run.service_status == "completed":  # the service checked the end step itself
-        run.status, run.finished_ms = "completed", backend.meta.finished_ms(run, [])
+        run.status = "completed"
         return
     if run.service_status is None:  # else the service found no successful end step
         end_ok, finished = backend.meta.end_outcome(run)
@@ -206,12 +206,17 @@ def settle_run(backend: Backend, run: RunRecord) -> None:
     # A heartbeat lags: a run whose task has just failed or died for good still looks alive.
     look = backend.meta.failure_look(run)
     if alive is True and look is None:  # no cheap look: decide it as run_summary does
-        a = assess(backend, run)
-        run.status, run.finished_ms = a.state, backend.meta.finished_ms(run, a.outcomes) if a.state in FINISHED else None
+        run.status = assess(backend, run).state
         return
     failed, crashed = _failed_or_crashed(backend, run, alive, look)
     run.status = run_state(end_ok=False, any_failed=failed, any_crashed=crashed, alive=alive)
-    run.finished_ms = backend.meta.finished_ms(run, []) if run.status in FINISHED else None
+
+
+def finish(backend: Backend, runs: list[RunRecord]) -> None:
+    """Date the end of the runs that are over (settled ones whose finish is not known yet)."""
+    for run in runs:
+        if run.finished_ms is None and run.status in FINISHED:
+            run.finished_ms = backend.meta.finished_ms(run, [], completed=run.status == "completed")
 
 
 def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None) -> tuple[bool | None, bool | None]:
@@ -260,6 +265,20 @@ def failed_attempts(a: Assessment, task: Pathspec) -> list[int]:
         return [x.attempt for x in detail.attempts if x.ok is False]
     files = a.listings.get((task.step, task.task)) or {}
     return [n for n, names in files.items() if "data.json" in names]
+
+
+def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str]) -> FailureBrief | None:
+    """The first failed (else crashed) task in step order, from a backend that decides states."""
+    decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
+    if decided is None or not decided.tasks:
+        return None
+    rank = {s: i for i, s in enumerate(steps)}
+    first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
+    tps = run.child(first.step).child(first.task)
+    exc = exception_of(backend, tps, [x.attempt for x in first.attempts if x.ok is False])
+    if first.state == "crashed" and not exc:
+        return FailureBrief(pathspec=str(tps), exception_type="crashed", message="died without recording an outcome")
+    return FailureBrief(pathspec=str(tps), exception_type=short_type(exc.get("type")), message=clip(exc.get("message"), 300))
 
 
 def first_failure(backend: Backend, run: RunRecord, a: Assessment) -> FailureBrief | None:

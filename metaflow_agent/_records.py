@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ._pathspec import Pathspec
-from ._states import RunState
+from ._states import RunState, TaskState
 
 
 @dataclass
@@ -236,3 +236,54 @@ def detail_from_rows(rows: Iterable[Mapping[str, Any]]) -> TaskDetail:
 def task_order(task_id: str) -> tuple[int, str]:
     """Tasks in id order (numeric ids as numbers)."""
     return (int(task_id), "") if task_id.isdigit() else (1 << 62, task_id)
+
+
+# --- answers a backend decides itself (the query service) ------------------------------------
+@dataclass
+class DecidedTask:
+    """A task whose state the backend decided (by the same rule)."""
+
+    step: str
+    task: str
+    state: TaskState
+    retried_ok: bool
+    attempts: list[AttemptInfo]
+    started_ms: int | None = None
+    finished_ms: int | None = None
+
+
+@dataclass
+class DecidedTasks:
+    """Tasks of a run in the states asked for; `complete` False when a bound cut the list."""
+
+    run: RunRecord
+    tasks: list[DecidedTask]
+    complete: bool = True
+
+
+@dataclass
+class DecidedStep:
+    step: str
+    counts: dict[str, int]  # task states and retried_ok -> tasks
+    tasks: int
+    started_ms: int | None
+    finished_ms: int | None
+    slowest: list[tuple[str, int]]  # (task id, duration ms), slowest first
+
+
+@dataclass
+class DecidedSummary:
+    run: RunRecord  # with status and finished_ms
+    steps: list[DecidedStep]
+
+
+@dataclass
+class DecidedStats:
+    flow: str
+    examined: int
+    counts: dict[str, int]  # run states -> runs
+    success_rate: float | None
+    finished_success_rate: float | None
+    durations_s: dict[str, float]  # n, min, median, p90, max of completed runs
+    complete: bool
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -31,9 +31,10 @@ from ._models import (
     StepSummary,
     TaskTime,
 )
-from ._outcomes import Assessment, assess, first_failure, settle_run
+from ._cost import CostMeter
+from ._outcomes import Assessment, assess, finish, first_decided_failure, first_failure, settle_run
 from ._pathspec import Pathspec
-from ._records import RunQuery, RunRecord, StepOutcomes
+from ._records import DecidedStats, DecidedSummary, RunQuery, RunRecord, StepOutcomes
 from ._states import RUN_STATES, RunState
 
 SLOWEST = 3  # slowest tasks shown per step
@@ -117,6 +118,7 @@ def list_runs(
         backend = get_backend()
         scan = backend.meta.scan_runs(fl, query, limit=limit, after=after, budget=_config.default("run_status_budget"),
                                       server_cursor=server_cursor, decide=lambda rec: settle_run(backend, rec))
+        finish(backend, scan.runs)
 
         def cursor_after(ts_id: tuple[int, str] | None, srv: str | None = None) -> str | None:
             if ts_id is None:
@@ -169,6 +171,9 @@ def run_summary(run: str) -> RunSummary:
     with metered() as meter:
         ps = Pathspec.parse(run, "run")
         backend = get_backend()
+        decided = backend.meta.decided_summary(ps)
+        if decided is not None:
+            return _decided_summary(backend, ps, decided, meter)
         rec = backend.meta.get_run(ps)
         a = assess(backend, rec, times=True, finish=True)
         brief: FailureBrief | None = first_failure(backend, rec, a)
@@ -192,10 +197,44 @@ def run_summary(run: str) -> RunSummary:
         )
 
 
+def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: CostMeter) -> RunSummary:
+    """run_summary from a backend that decides states itself (the query service)."""
+    retrying: dict[str, int] = {}
+    if any(s.counts.get("running") for s in d.steps):  # running after a failed attempt: retrying
+        live = backend.meta.decided_tasks(ps, ["running"])
+        for t in live.tasks if live is not None else []:
+            if any(x.ok is False for x in t.attempts):
+                retrying[t.step] = retrying.get(t.step, 0) + 1
+    steps = []
+    for s in d.steps:
+        c = s.counts
+        steps.append(StepSummary(
+            step=s.step, tasks=s.tasks, completed=c.get("completed", 0), failed=c.get("failed", 0), crashed=c.get("crashed", 0),
+            running=c.get("running", 0), unknown=c.get("unknown", 0), retried_ok=c.get("retried_ok", 0), retrying=retrying.get(s.step, 0),
+            started_at=iso(s.started_ms), finished_at=iso(s.finished_ms), duration_s=_duration(s.started_ms, s.finished_ms),
+            slowest=[TaskTime(task_id=t, duration_s=round(ms / 1000, 3)) for t, ms in s.slowest[:SLOWEST]],
+        ))
+    rec = d.run
+    return RunSummary(
+        pathspec=str(ps), status=rec.status or "unknown", created_at=iso(rec.ts_ms) or "", finished_at=iso(rec.finished_ms),
+        duration_s=_duration(rec.ts_ms, rec.finished_ms), user=rec.user, tags=sorted(rec.tags), totals=_totals(steps), steps=steps,
+        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps]),
+        notes=[f"backend: {backend.kind}, answered by the query service"], cost=Cost.of(meter),
+    )
+
+
 def _percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    k = max(0, min(len(values) - 1, round(q * len(values) + 0.5) - 1))
-    return values[k]
+    """The q-quantile of sorted values, interpolated (as PostgreSQL's percentile_cont)."""
+    pos = q * (len(values) - 1)
+    low = int(pos)
+    high = min(low + 1, len(values) - 1)
+    return round(values[low] + (values[high] - values[low]) * (pos - low), 3)
+
+
+def _decided_stats(d: DecidedStats) -> RunStats:
+    return RunStats(flow=d.flow, examined=d.examined, complete=d.complete, counts={s: d.counts.get(s, 0) for s in RUN_STATES},
+                    success_rate=d.success_rate, finished_success_rate=d.finished_success_rate, duration_s=d.durations_s,
+                    steps=d.steps, notes=["answered by the query service"])
 
 
 def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, budget: int, per_step: bool,
@@ -203,6 +242,7 @@ def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, 
     limit = last if last is not None else budget
     scan = backend.meta.scan_runs(flow, query, limit=limit, after=None, budget=budget, decide=lambda rec: settle_run(backend, rec))
     runs = scan.runs
+    finish(backend, [r for r in runs if r.status == "completed"])
     counts: dict[RunState, int] = {s: 0 for s in RUN_STATES}
     for r in runs:
         counts[r.status or "unknown"] += 1
@@ -222,6 +262,9 @@ def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, 
                             "p90": _percentile(durations, 0.9), "max": durations[-1]}
     if last is None and scan.more:
         stats.notes.append(f"stopped after {len(runs)} runs (budget): narrow since/until or pass last")
+    undated = counts["completed"] - len(durations)
+    if undated:
+        stats.notes.append(f"{undated} successful runs too short to date from heartbeats on this service: durations of the other {len(durations)}")
     if per_step:
         stats.steps = _step_stats(backend, runs[:step_runs])
         if len(runs) > step_runs:
@@ -285,6 +328,10 @@ def run_stats(
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
         window = f"last {last} runs" if last is not None else (f"since {since}" if since else "all runs") + (f" until {until}" if until else "")
         backend = get_backend()
-        out = [_flow_stats(backend, f, query, last, budget, per_step, _config.default("stats_step_runs")) for f in parsed]
+        decided = backend.meta.decided_stats(parsed, query, last, per_step)
+        if decided is not None:
+            out = [_decided_stats(d) for d in decided]
+        else:
+            out = [_flow_stats(backend, f, query, last, budget, per_step, _config.default("stats_step_runs")) for f in parsed]
         notes = [f"backend: {backend.kind}"] + ([f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)"] if ns else [])
         return RunStatsList(flows=out, window=window, notes=notes, cost=Cost.of(meter))

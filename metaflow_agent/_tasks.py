@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from . import _config
 from ._backend import Backend, get_backend
-from ._blobs import attempt_ended, attempt_times, foreach_position
+from ._blobs import attempt_ended, attempt_times, foreach_position, latest_attempt
 from ._cost import metered
-from ._errors import BadInput
+from ._errors import AgentError, BadInput
 from ._inputs import check_limit, cursor_offset, iso, make_cursor, open_cursor, query_key
 from ._models import AttemptTime, Cost, Detail, FailedTask, FailedTaskList, ProblemKind, TaskInfo, TaskList
-from ._outcomes import DETAIL_BUDGET, KIND_STATE, Assessment, assess, exception_of, failed_attempts, short_type
+from ._outcomes import DETAIL_BUDGET, KIND_STATE, Assessment, assess, exception_of, short_type
 from ._pathspec import Pathspec
-from ._records import AttemptInfo, TaskDetail, task_order
+from ._records import AttemptInfo, DecidedTask, TaskDetail, task_order
 from ._states import TASK_STATES, TaskState
 from ._text import clip
 
@@ -44,15 +44,31 @@ def failed_tasks(
         key = query_key(str(ps), include_retried)
         start = cursor_offset(open_cursor(cursor, "failed_tasks", key), "failed_tasks")
         backend = get_backend()
-        rec = backend.meta.get_run(ps)
-        a = assess(backend, rec, budget=max(DETAIL_BUDGET, start + limit))
-        rank = {s: i for i, s in enumerate(a.steps)}
-        candidates: list[tuple[str, str, ProblemKind]] = [(s, t, _PROBLEM[k]) for s, t, k in a.ordered(*_PROBLEM)]
-        if include_retried:
+        decided = backend.meta.decided_tasks(ps, ["failed", "crashed", "unknown", "running", "retried_ok"])
+        details: dict[tuple[str, str], TaskDetail] = {}
+        if decided is not None:  # the query service decided every task's state
+            candidates = [(t.step, t.task, kind) for t in decided.tasks if (kind := _decided_kind(t)) is not None]
+            details = {(t.step, t.task): TaskDetail(t.attempts) for t in decided.tasks}
+            state, complete, scanned, notes = decided.run.status, decided.complete, len(decided.tasks), ["answered by the query service"]
+            a = None
+        else:
+            rec = backend.meta.get_run(ps)
+            a = assess(backend, rec, budget=max(DETAIL_BUDGET, start + limit))
+            candidates = [(s, t, _PROBLEM[k]) for s, t, k in a.ordered(*_PROBLEM)]
             candidates += [(so.step, t, "retried_ok") for so in a.outcomes for t in so.ok & so.failed]
-        candidates.sort(key=lambda c: (_KIND_ORDER[c[2]], rank.get(c[0], 0), task_order(c[1])))
+            state, complete, scanned, notes = a.state, a.complete, sum(len(so.tasks) for so in a.outcomes), a.notes
+        total_retried_ok = sum(1 for c in candidates if c[2] == "retried_ok")
+        if not include_retried:
+            candidates = [c for c in candidates if c[2] != "retried_ok"]
+        candidates.sort(key=lambda c: (_KIND_ORDER[c[2]], task_order(c[1]), c[0]))
         page = candidates[start : start + limit]
-        items = [_describe(backend, a, ps.child(step).child(task), kind, detail) for step, task, kind in page]
+        items = []
+        for step, task, kind in page:
+            tps = ps.child(step).child(task)
+            found = details.get((step, task))
+            if found is not None:
+                found.foreach_index = _foreach_of(backend, tps, found)
+            items.append(_describe(backend, tps, kind, found or _detail(backend, a, tps), detail))
         more = start + limit < len(candidates)
         result = FailedTaskList(
             run=str(ps),
@@ -61,24 +77,42 @@ def failed_tasks(
             total_crashed=sum(1 for c in candidates if c[2] == "crashed"),
             total_unknown=sum(1 for c in candidates if c[2] == "unknown"),
             total_retrying=sum(1 for c in candidates if c[2] == "retrying"),
-            total_retried_ok=sum(1 for so in a.outcomes for _ in so.ok & so.failed),
+            total_retried_ok=total_retried_ok,
             truncated=more,
             next_cursor=make_cursor("failed_tasks", key, i=start + limit) if more else None,
-            complete=a.complete,
-            scanned=sum(len(so.tasks) for so in a.outcomes),
-            notes=[f"backend: {backend.kind}; run {a.state}"] + a.notes,
+            complete=complete,
+            scanned=scanned,
+            notes=[f"backend: {backend.kind}; run {state}"] + notes,
             cost=Cost.of(meter),
         )
         return result.resumable(lambda kept: make_cursor("failed_tasks", key, i=start + kept))
 
 
-def _detail(backend: Backend, a: Assessment, task: Pathspec) -> TaskDetail:
+def _decided_kind(t: DecidedTask) -> ProblemKind | None:
+    """Why a task the backend decided is listed (None: it is not)."""
+    if t.state == "completed":
+        return "retried_ok" if t.retried_ok else None
+    if t.state == "running":
+        return "retrying" if any(x.ok is False for x in t.attempts) else None
+    return _PROBLEM.get(t.state)
+
+
+def _foreach_of(backend: Backend, task: Pathspec, detail: TaskDetail) -> str | None:
+    """The task's foreach position, from the latest attempt that saved its data."""
+    try:
+        saved = latest_attempt(backend.store, task, with_data=True)
+    except AgentError:
+        return None
+    return foreach_position(backend.store, task, saved) if saved is not None else None
+
+
+def _detail(backend: Backend, a: Assessment | None, task: Pathspec) -> TaskDetail:
     """A task's attempts with their timing: its metadata where that is cheap or already read,
     else its datastore folder (attempt files and their times: no metadata request)."""
-    known = a.details.get((task.step, task.task))
+    known = a.details.get((task.step, task.task)) if a is not None else None
     if known is not None:
         return known
-    if backend.kind == "local" or (task.step, task.task) not in a.listings:
+    if a is None or backend.kind == "local" or (task.step, task.task) not in a.listings:
         return backend.meta.task_detail(task)
     files = a.listings[(task.step, task.task)]
     times = attempt_times(backend.store, task)
@@ -90,13 +124,12 @@ def _detail(backend: Backend, a: Assessment, task: Pathspec) -> TaskDetail:
     return TaskDetail(attempts, foreach_index=foreach_position(backend.store, task, saved[-1]) if saved else None)
 
 
-def _describe(backend: Backend, a: Assessment, task: Pathspec, kind: ProblemKind, level: Detail = "full") -> FailedTask:
-    detail = _detail(backend, a, task)
+def _describe(backend: Backend, task: Pathspec, kind: ProblemKind, detail: TaskDetail, level: Detail = "full") -> FailedTask:
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
     bad = [x.attempt for x in attempts if x.ok is False or (x.ok is None and (kind == "crashed" or x.attempt != latest))]
     return_code = attempt_ended(backend.store, task, latest)[1] if kind == "crashed" else None
-    exc = exception_of(backend, task, [x.attempt for x in attempts if x.ok is False] or failed_attempts(a, task))
+    exc = exception_of(backend, task, [x.attempt for x in attempts if x.ok is False])
     trace = exc.get("stacktrace") if level == "full" else None
     if trace:
         trace = "\n".join(trace.rstrip().splitlines()[-15:])
@@ -146,31 +179,43 @@ def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = N
         key = query_key(str(ps), step, state)
         start = cursor_offset(open_cursor(cursor, "list_tasks", key), "list_tasks")
         backend = get_backend()
-        rec = backend.meta.get_run(ps)
-        a = assess(backend, rec, times=True)
         rows: list[TaskInfo] = []
-        for so in a.outcomes:
-            if step is not None and so.step != step:
-                continue
-            for task in sorted(so.tasks, key=task_order):
-                kind = a.verdicts.get((so.step, task))
-                task_state: TaskState = "completed" if task in so.ok else KIND_STATE[kind] if kind else "unknown"
-                begun, ended = so.times.get(task, (None, None))
-                rows.append(TaskInfo(pathspec=f"{ps}/{so.step}/{task}", step=so.step, task_id=task, state=task_state,
-                                     retried=task in so.failed, started_at=iso(begun),
-                                     duration_s=round((ended - begun) / 1000, 3) if begun and ended else None))
+        decided = backend.meta.decided_tasks(ps, list(TASK_STATES), step=step)
+        if decided is not None:  # the query service decided every task's state
+            for t in decided.tasks:
+                rows.append(TaskInfo(pathspec=f"{ps}/{t.step}/{t.task}", step=t.step, task_id=t.task, state=t.state,
+                                     retried=any(x.ok is False for x in t.attempts), started_at=iso(t.started_ms),
+                                     duration_s=round((t.finished_ms - t.started_ms) / 1000, 3) if t.started_ms and t.finished_ms else None))
+            if step is not None and not rows:
+                backend.meta.check_task(ps.child(step).child("0"))  # NotFound naming the missing step (or run)
+            run_state, complete, notes = decided.run.status, decided.complete, ["answered by the query service"]
+        else:
+            rec = backend.meta.get_run(ps)
+            a = assess(backend, rec, times=True)
+            for so in a.outcomes:
+                if step is not None and so.step != step:
+                    continue
+                for task in so.tasks:
+                    kind = a.verdicts.get((so.step, task))
+                    task_state: TaskState = "completed" if task in so.ok else KIND_STATE[kind] if kind else "unknown"
+                    begun, ended = so.times.get(task, (None, None))
+                    rows.append(TaskInfo(pathspec=f"{ps}/{so.step}/{task}", step=so.step, task_id=task, state=task_state,
+                                         retried=task in so.failed, started_at=iso(begun),
+                                         duration_s=round((ended - begun) / 1000, 3) if begun and ended else None))
+            if step is not None and step not in a.steps:
+                backend.meta.check_task(ps.child(step).child("0"))  # NotFound naming the missing step
+            run_state, complete, notes = a.state, a.complete, list(a.notes)
+            if a.outcomes and not all(so.exact_times for so in a.outcomes):
+                notes.append("task times from registration and last heartbeat: approximate")
+        rows.sort(key=lambda r: (task_order(r.task_id), r.step))  # task ids grow in execution order
         counts: dict[TaskState, int] = {s: 0 for s in TASK_STATES}
         for row in rows:
             counts[row.state] += 1
-        if step is not None and step not in a.steps:
-            backend.meta.check_task(ps.child(step).child("0"))  # NotFound naming the missing step
         chosen = [r for r in rows if state is None or r.state == state]
         page = chosen[start : start + limit]
         more = start + limit < len(chosen)
-        notes = [f"backend: {backend.kind}; run {a.state}"] + a.notes
-        if a.outcomes and not all(so.exact_times for so in a.outcomes):
-            notes.append("task times from registration and last heartbeat: approximate")
+        notes = [f"backend: {backend.kind}; run {run_state}"] + notes
         result = TaskList(run=str(ps), tasks=page, counts=counts, truncated=more,
                           next_cursor=make_cursor("list_tasks", key, i=start + limit) if more else None,
-                          complete=a.complete, scanned=len(rows), notes=notes, cost=Cost.of(meter))
+                          complete=complete, scanned=len(rows), notes=notes, cost=Cost.of(meter))
         return result.resumable(lambda kept: make_cursor("list_tasks", key, i=start + kept))

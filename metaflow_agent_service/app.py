@@ -107,6 +107,8 @@ def create_app(settings: Settings) -> Starlette:
                     raise BadParam("_now", "_now is honoured only by a server started with --test-allow-now")
                 q = Query(request.query_params.multi_items(), allowed=params)
                 now = q.integer("_now", lo=0, hi=10**11)
+                if now is None:
+                    now = settings.fixed_now_s
                 async with snapshot(state["pool"]) as conn:
                     answer = await fn(Q.Ctx(conn, settings, now), *request.path_params.values(), q)
             except BadParam as exc:

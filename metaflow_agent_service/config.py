@@ -30,6 +30,7 @@ class Settings:
     scan_budget: int = 10_000  # runs examined per request when a state filter narrows the page
     stats_max_runs: int = 200_000  # runs one statistics request may examine
     allow_now_override: bool = False  # tests only: honour `_now=<epoch s>`
+    fixed_now_s: int | None = None  # tests only: judge every request at this instant
     log_level: str = "info"
 
     @property
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-budget", type=int, help="runs examined per request under a state filter (default 10000)")
     p.add_argument("--stats-max-runs", type=int, help="runs one statistics request may examine (default 200000)")
     p.add_argument("--test-allow-now", action="store_true", help="TESTS ONLY: honour the `_now` query parameter (epoch seconds)")
+    p.add_argument("--test-now", type=int, help="TESTS ONLY: judge every request at this instant (epoch seconds)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -95,5 +97,6 @@ def settings_from(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         scan_budget=a.scan_budget or 10_000,
         stats_max_runs=a.stats_max_runs or 200_000,
         allow_now_override=a.test_allow_now,
+        fixed_now_s=a.test_now,
         log_level=a.log_level,
     )

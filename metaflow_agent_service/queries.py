@@ -396,7 +396,7 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
 
 
 # --- run statistics ---------------------------------------------------------------------------
-STATS_PARAMS = ("flows", "since", "until", "last", "per_step")
+STATS_PARAMS = ("flows", "since", "until", "last", "per_step", "tags_any", "tags_all")
 
 
 async def run_stats(ctx: Ctx, q: Query) -> Answer:
@@ -410,6 +410,7 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
     if since is None and until is None and last is None:
         raise BadParam("last", "give a time window (since/until) or last=N", f"e.g. last=100 (at most {cap}), or since=<epoch ms | ISO-8601>")
     per_step = q.boolean("per_step")
+    tags_any, tags_all = q.tags("tags_any"), q.tags("tags_all")
     per_flow_cap = min(last or cap, cap)
     known = {r["flow_id"] for r in await ctx.conn.fetch("SELECT flow_id FROM flows_v3 WHERE flow_id = ANY($1::text[])", flows)}
     if set(flows) - known:  # a misspelt flow would otherwise look like one without runs
@@ -422,6 +423,10 @@ async def run_stats(ctx: Ctx, q: Query) -> Answer:
         w.append(f"r.ts_epoch >= {p(since, 'bigint')}")
     if until is not None:
         w.append(f"r.ts_epoch <= {p(until, 'bigint')}")
+    if tags_any:  # a namespace is a tag (user:<name>)
+        w.append(f"(r.tags || r.system_tags) ?| {p(tags_any, 'text[]')}")
+    if tags_all:
+        w.append(f"(r.tags || r.system_tags) ?& {p(tags_all, 'text[]')}")
     window_values = list(p.values)  # bound first: the follow-up queries reuse them
     now = S.now_sql(p, ctx.now_s)
     fin = ", ".join(f"'{s}'" for s in S.FINISHED_STATES)

@@ -207,17 +207,19 @@ def end_facts_lateral(r: str) -> str:
             f"WHERE {end_where('m', f'{r}.flow_id', f'{r}.run_number')}) e ON TRUE")
 
 
-def last_outcome_ms_of(r: str) -> str:
-    """When the run (alias `r`) last recorded an outcome (ms)."""
+def last_activity_ms_of(r: str) -> str:
+    """When the run (alias `r`) last recorded anything: its newest metadata row or its heartbeat (ms)."""
     # Written as "newest first, one row" so a time-ordered index (master's) can answer it directly.
-    return (f"(SELECT m.ts_epoch FROM metadata_v3 m WHERE m.flow_id = {r}.flow_id "
-            f"AND m.run_number = {r}.run_number AND m.field_name IN {OUTCOMES_IN} ORDER BY m.ts_epoch DESC LIMIT 1)")
+    newest = (f"(SELECT m.ts_epoch FROM metadata_v3 m WHERE m.flow_id = {r}.flow_id "
+              f"AND m.run_number = {r}.run_number ORDER BY m.ts_epoch DESC LIMIT 1)")
+    return f"GREATEST({newest}, {r}.last_heartbeat_ts * 1000)"
 
 
 def finished_ms_of(s: str) -> str:
-    """The finish time of judged run row `s`; NULL while not over."""
+    """The finish time of judged run row `s` (the library's rule); NULL while not over: a completed
+    run's end step's last outcome, a failed or crashed run's last activity."""
     return (f"(CASE WHEN {s}.state = 'completed' THEN {s}.end_done_ms "
-            f"WHEN {s}.state IN {FINISHED_IN} THEN {last_outcome_ms_of(s)} END)")
+            f"WHEN {s}.state IN {FINISHED_IN} THEN {last_activity_ms_of(s)} END)")
 
 
 def verified_user(r: str) -> str:

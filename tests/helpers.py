@@ -23,6 +23,7 @@ BASE_ENV = {
     "METAFLOW_DEFAULT_METADATA": "local",
     "METAFLOW_DEFAULT_DATASTORE": "local",
     "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(ROOT),
+    "METAFLOW_AGENT_QUERY_SERVICE_URL": "off",  # tests that want one set it
 }
 # Our own knobs that must survive the isolation of the environment.
 KEEP_ENV = ("METAFLOW_AGENT_TEST_ROOT", "METAFLOW_AGENT_SHARED")
@@ -200,3 +201,24 @@ def start_live_run(root: Path, seconds: int = 600, timeout_s: float = 120) -> Li
         time.sleep(0.3)
     LiveRun(str(root), "", proc).kill()
     raise RuntimeError("the nap step did not start in time")
+
+
+def expect_error(exc_type, fn, *args, **kwargs):
+    """Call fn; it must raise exc_type (or a subclass) with a message, a hint and a matching dict form."""
+    import pytest
+
+    with pytest.raises(exc_type) as info:
+        fn(*args, **kwargs)
+    err = info.value
+    assert err.message and err.hint.strip(), f"{type(err).__name__} without a hint: {err}"
+    d = err.to_dict()
+    assert d == {"error": err.code, "message": err.message, "hint": err.hint}
+    return err
+
+
+def raw_cursor(obj) -> str:
+    """A cursor made by hand (base64 JSON), as a forger would."""
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")

@@ -1,4 +1,4 @@
-"""The typed client (metaflow_agent_service.client): against the real service process, and on
+"""The typed client (the provider's query_client): against the real service process, and on
 answers of the wrong shape."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from qs_server import DUMP_NOW_S
 
 from metaflow_agent._errors import BadInput, NotFound, ServiceProtocolError, ServiceUnavailable
-from metaflow_agent_service import client as C
+from metaflow_extensions.agent.plugins.agent_metadata import query_client as C
 
 
 def getter(server, *, now: bool = True, auth: bool = True):

@@ -353,3 +353,27 @@ def test_capabilities_detected_per_generation(on_double, monkeypatch):
         assert caps.datastore.startswith("s3 (unresolved")
         assert caps.cost.metadata_requests == 1  # the one probe
     assert seen == {"master": ("service", "2.5.1", True, True), "release": ("service", "2.5.1", False, False)}
+
+
+def test_provider_classmethods_answer_on_their_own(on_double):
+    """The extended provider's query methods, used directly (no metaflow_agent function): typed
+    records from the configured service, the same sets the library's plans work from."""
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+        AgentMetadataProvider as P,
+    )
+
+    from metaflow_agent._records import RunQuery
+
+    steps = P.task_outcomes("WideFlow/2")
+    work = next(so for so in steps if so.step == "work")
+    assert work.failed == {"9"} and "9" not in work.ok and len(work.started) == 10
+    attempts = P.task_attempts("WideFlow/2/work/9")
+    assert [(a.attempt, a.ok) for a in attempts.attempts] == [(0, False), (1, False)]
+    rows, complete = P.artifact_records("WideFlow/2/work/6")
+    assert complete and len(rows) == 21 and all(r["task_id"] == 6 for r in rows)
+    meta, complete = P.run_task_metadata("WideFlow/2")
+    assert complete and len(meta) == 217
+    scan = P.query_runs("SynthFlow", RunQuery(since_ms=0), limit=3)
+    assert len(scan.runs) == 3 and scan.more and all(r.service_status in ("completed", "failed", None) for r in scan.runs)
+    with pytest.raises(ma.BadPathspec):
+        P.task_attempts("WideFlow/2/work")

@@ -6,10 +6,8 @@ anything before validating its input would raise NotFound instead.
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
+from helpers import expect_error, raw_cursor
 
 import metaflow_agent as ma
 
@@ -32,20 +30,8 @@ def start_task() -> str:
     return T
 
 
-def _expect(exc_type: type[ma.AgentError], fn, *args, **kwargs) -> ma.AgentError:
-    with pytest.raises(exc_type) as info:
-        fn(*args, **kwargs)
-    err = info.value
-    assert type(err) is exc_type or exc_type in type(err).__mro__
-    assert isinstance(err, ma.AgentError)
-    assert err.message and err.hint.strip(), f"{type(err).__name__} without a hint: {err}"
-    d = err.to_dict()
-    assert d["error"] == err.code and d["hint"] == err.hint
-    return err
 
 
-def _cursor(obj: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
 
 # --- malformed pathspecs ------------------------------------------------------------
@@ -76,18 +62,18 @@ def _cursor(obj: dict) -> str:
 )
 def test_malformed_pathspec(fn, value):
     kwargs = {"name": "x"} if fn is ma.search_artifacts else {}
-    err = _expect(ma.BadPathspec, fn, value, **kwargs)
+    err = expect_error(ma.BadPathspec, fn, value, **kwargs)
     assert err.code == "bad_pathspec"
 
 
 def test_malformed_pathspec_in_preview_and_compare(hello):
-    _expect(ma.BadPathspec, ma.artifact_preview, hello, "greeting")
-    _expect(ma.BadPathspec, ma.compare_runs, hello, "HelloFlow")
-    _expect(ma.BadPathspec, ma.compare_runs, "Hello Flow/1", hello)
+    expect_error(ma.BadPathspec, ma.artifact_preview, hello, "greeting")
+    expect_error(ma.BadPathspec, ma.compare_runs, hello, "HelloFlow")
+    expect_error(ma.BadPathspec, ma.compare_runs, "Hello Flow/1", hello)
 
 
 def test_hint_shows_the_expected_form():
-    err = _expect(ma.BadPathspec, ma.task_logs, "HelloFlow/1/start")
+    err = expect_error(ma.BadPathspec, ma.task_logs, "HelloFlow/1/start")
     assert "MyFlow/12/train/345" in err.hint
 
 
@@ -95,18 +81,18 @@ def test_hint_shows_the_expected_form():
 # --- patterns ----------------------------------------------------------------------
 @pytest.mark.parametrize("pattern", ["(unclosed", "[a-", "*start", "a{2,1}", "(?P<x", ""])
 def test_bad_regex(start_task, pattern):
-    err = _expect(ma.BadPattern, ma.task_logs, start_task, grep=pattern)
+    err = expect_error(ma.BadPattern, ma.task_logs, start_task, grep=pattern)
     assert err.code == "bad_pattern"
 
 
 def test_overlong_regex(start_task):
-    _expect(ma.BadPattern, ma.task_logs, start_task, grep="a" * 1001)
+    expect_error(ma.BadPattern, ma.task_logs, start_task, grep="a" * 1001)
 
 
 # --- limits ------------------------------------------------------------------------
 @pytest.mark.parametrize("limit", [0, -1, 10**9, 501, "5", 5.0, True, None])
 def test_list_runs_limit_out_of_range(limit):
-    err = _expect(ma.BadLimit, ma.list_runs, "HelloFlow", limit=limit)
+    err = expect_error(ma.BadLimit, ma.list_runs, "HelloFlow", limit=limit)
     assert "between 1 and 500" in err.hint
 
 
@@ -139,52 +125,52 @@ def test_list_runs_limit_out_of_range(limit):
     ],
 )
 def test_limits_out_of_range(hello, start_task, call):
-    _expect(ma.BadLimit, call, hello, start_task)
+    expect_error(ma.BadLimit, call, hello, start_task)
 
 
 
-@pytest.mark.parametrize("cursor", ["garbage!!", "", "e30", _cursor({"k": "failed_tasks", "i": 1}), _cursor(["list_runs"])])
-def test_list_runs_foreign_or_corrupt_cursor(cursor):
-    err = _expect(ma.BadCursor, ma.list_runs, "HelloFlow", cursor=cursor)
+@pytest.mark.parametrize("cursor", ["garbage!!", "", "e30", raw_cursor({"k": "failed_tasks", "i": 1}), raw_cursor(["list_runs"])])
+def test_list_runs_foreign_or_corruptraw_cursor(cursor):
+    err = expect_error(ma.BadCursor, ma.list_runs, "HelloFlow", cursor=cursor)
     assert "next_cursor" in err.hint
 
 
 
 @pytest.mark.parametrize("state", [{"i": "abc"}, {"i": -5}, {"i": None}, {"i": True}, {}])
 def test_offset_cursor_with_a_corrupt_position(hello, start_task, state):
-    _expect(ma.BadCursor, ma.failed_tasks, hello, cursor=_cursor({"k": "failed_tasks", **state}))
-    _expect(ma.BadCursor, ma.list_artifacts, start_task, cursor=_cursor({"k": "list_artifacts", **state}))
+    expect_error(ma.BadCursor, ma.failed_tasks, hello, cursor=raw_cursor({"k": "failed_tasks", **state}))
+    expect_error(ma.BadCursor, ma.list_artifacts, start_task, cursor=raw_cursor({"k": "list_artifacts", **state}))
 
 
 
 # --- enumerations and times ------------------------------------------------------------
 @pytest.mark.parametrize("status", ["done", "FAILED", "success", "", 1])
 def test_bad_status(status):
-    err = _expect(ma.BadInput, ma.list_runs, "HelloFlow", status=status)
+    err = expect_error(ma.BadInput, ma.list_runs, "HelloFlow", status=status)
     assert "completed" in err.hint
 
 
 @pytest.mark.parametrize("value", ["yesterday", "3 fortnights", "24", "2026-13-45", "-1d", "1y", [], {}])
 def test_bad_time(value):
     for kw in ("since", "until"):
-        err = _expect(ma.BadInput, ma.list_runs, "HelloFlow", **{kw: value})
+        err = expect_error(ma.BadInput, ma.list_runs, "HelloFlow", **{kw: value})
         assert kw in err.message and "ISO-8601" in err.hint
-    _expect(ma.BadInput, ma.search_artifacts, "HelloFlow", name="x", since=value)
+    expect_error(ma.BadInput, ma.search_artifacts, "HelloFlow", name="x", since=value)
 
 
 def test_bad_stream_and_modes(start_task):
-    _expect(ma.BadInput, ma.task_logs, start_task, stream="all")
-    _expect(ma.BadInput, ma.task_logs, start_task, tail=5, head=5)
-    _expect(ma.BadInput, ma.task_logs, start_task, tail=5, grep="x")
+    expect_error(ma.BadInput, ma.task_logs, start_task, stream="all")
+    expect_error(ma.BadInput, ma.task_logs, start_task, tail=5, head=5)
+    expect_error(ma.BadInput, ma.task_logs, start_task, tail=5, grep="x")
 
 
 def test_bad_tags():
-    _expect(ma.BadInput, ma.list_runs, "HelloFlow", tags_any=[""])
-    _expect(ma.BadInput, ma.list_runs, "HelloFlow", tags_all=["ok", 3])
+    expect_error(ma.BadInput, ma.list_runs, "HelloFlow", tags_any=[""])
+    expect_error(ma.BadInput, ma.list_runs, "HelloFlow", tags_all=["ok", 3])
 
 
 def test_search_needs_a_name():
-    _expect(ma.BadInput, ma.search_artifacts, "HelloFlow", name="")
+    expect_error(ma.BadInput, ma.search_artifacts, "HelloFlow", name="")
 
 
 # --- path escape -----------------------------------------------------------------------
@@ -204,7 +190,7 @@ def test_search_needs_a_name():
     ],
 )
 def test_path_escape(hello, call):
-    err = _expect(ma.PathEscape, call, hello)
+    err = expect_error(ma.PathEscape, call, hello)
     assert isinstance(err, ma.BadInput) and err.code == "path_escape"
 
 

@@ -9,7 +9,17 @@ from abc import ABC, abstractmethod
 from typing import Callable, Literal
 
 from .._pathspec import Pathspec
-from .._records import FailureLook, RunQuery, RunRecord, RunScan, StepOutcomes, TaskDetail
+from .._records import (
+    DecidedStats,
+    DecidedSummary,
+    DecidedTasks,
+    FailureLook,
+    RunQuery,
+    RunRecord,
+    RunScan,
+    StepOutcomes,
+    TaskDetail,
+)
 from .._states import Fact
 
 Decide = Callable[[RunRecord], None]  # sets a run's status and finished_ms
@@ -61,8 +71,9 @@ class MetadataBackend(ABC):
         return None
 
     @abstractmethod
-    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        """When a run that is over last recorded anything (its last outcome)."""
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes], *, completed: bool = False) -> int | None:
+        """When a run that is over last recorded anything (a completed run: its end step's outcome);
+        from `outcomes` when given, else as cheaply as the backend can; None when it cannot say."""
 
     @abstractmethod
     def list_steps(self, run: Pathspec) -> list[str]:
@@ -87,6 +98,24 @@ class MetadataBackend(ABC):
     @abstractmethod
     def check_task(self, task: Pathspec) -> None:
         """NotFound (for the task, its step or its run, whichever is missing) unless the task exists."""
+
+    # Where the backend decides states itself (the query service), whole answers in one look;
+    # None: not available here, and the question modules gather the facts themselves.
+    def decided_tasks(self, run: Pathspec, states: list[str], *, step: str | None = None) -> DecidedTasks | None:
+        """Tasks of a run in the given states (and `retried_ok`), every one of them within a bound."""
+        return None
+
+    def decided_summary(self, run: Pathspec) -> DecidedSummary | None:
+        """The run with its state, per-step counts by state and timing."""
+        return None
+
+    def decided_stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool) -> list[DecidedStats] | None:
+        """Runs counted by state, success rates and durations per flow."""
+        return None
+
+    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
+        """Every flow with its latest run (state and finish set)."""
+        return None
 
     def capabilities(self) -> dict[str, object]:
         """Backend-specific facts for capabilities()."""

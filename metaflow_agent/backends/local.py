@@ -228,8 +228,19 @@ class LocalMetadata(MetadataBackend):
                 times.append(e.mtime or 0.0)
         return max(times)
 
-    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        return max([run.ts_ms] + [so.newest_ms for so in outcomes])
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes], *, completed: bool = False) -> int | None:
+        if outcomes:
+            return max([run.ts_ms] + [so.newest_ms for so in outcomes])
+        if completed:
+            return self.end_outcome(run)[1]
+        # The last step the run reached holds its last outcome: the newest metadata file name there.
+        steps = self.list_steps(run.pathspec)
+        newest = run.ts_ms
+        for step in steps[-1:]:
+            for task in self._dirs(f"{run.pathspec}/{step}"):
+                meta = self._task_meta(run.pathspec.child(step).child(task))
+                newest = max([newest, *meta.attempts, *(ts for ts, _ in meta.outcomes), *meta.done])
+        return newest
 
     # --- steps and tasks ---------------------------------------------------
     def list_steps(self, run: Pathspec) -> list[str]:

@@ -111,7 +111,7 @@ def client_compare(run_a: str, run_b: str) -> Any:
 def client_code(fn: Callable[..., Any]) -> list[str]:
     """The body of a client_* function, without its imports: exactly what is run."""
     body = inspect.getsource(fn).split("\n", 1)[1]
-    lines = [re.sub(r"\s+# type: ignore\S*$", "", ln) for ln in textwrap.dedent(body).splitlines()]
+    lines = [re.sub(r"\s+# type: ignore.*$", "", ln) for ln in textwrap.dedent(body).splitlines()]
     return [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("from ", "import "))]
 
 

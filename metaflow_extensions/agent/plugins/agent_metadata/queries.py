@@ -18,6 +18,9 @@ from metaflow_agent._cost import current_meter
 from metaflow_agent._errors import BackendError, NotFound, ServiceProtocolError
 from metaflow_agent._pathspec import Pathspec, not_found
 from metaflow_agent._records import (
+    DecidedStats,
+    DecidedSummary,
+    DecidedTasks,
     FailureLook,
     Listed,
     RunQuery,
@@ -29,18 +32,20 @@ from metaflow_agent._records import (
     detail_from_rows,
     run_sort_key,
     scan_runs,
+    task_order,
 )
 from metaflow_agent._states import ALIVE_WITHIN_S, DEAD_AFTER_S, Fact, heartbeat_liveness
 from metaflow_agent.backends.base import Decide, MetadataBackend
 
 from .capabilities import ServiceCaps, detect
+from .query_service import QueryService, discover
 from .transport import Reply, ServiceTransport, encode_query
 
 MAX_PAGE = 500  # master's cap on _limit
 MAX_PAGES = 200  # safety bound on cursor following
 FALLBACK_TASKS = 200  # per-task metadata scans allowed without filtered_tasks
-FRESH_CHECKS = 5  # runs master calls running whose heartbeat is late, re-derived per listing
 SHORT_RUN_S = 30  # a heartbeat this close to a run's start cannot date its end
+EXACT_TIMES_TASKS = 100  # runs up to this many tasks are timed from their own metadata rows
 RECENT_ROWS = 50  # newest metadata rows of a run read to date its end and spot its failure
 RECENT_LOOKUPS = 20  # runs per call whose newest metadata rows are read
 
@@ -85,6 +90,15 @@ class ServiceQueries(MetadataBackend):
     def __init__(self, transport: ServiceTransport) -> None:
         self.t = transport
         self.url = transport.url
+        self._qs: QueryService | None = None
+        self._qs_note: str | None = None  # None: not looked for yet
+
+    @property
+    def qs(self) -> QueryService | None:
+        """The query service beside this metadata service, looked for once (see `query_service`)."""
+        if self._qs_note is None:
+            self._qs, self._qs_note = discover(self.url, self.t.headers)
+        return self._qs
 
     @property
     def caps(self) -> ServiceCaps:
@@ -139,6 +153,15 @@ class ServiceQueries(MetadataBackend):
 
     def scan_runs(self, flow: str, query: RunQuery, *, limit: int, after: tuple[int, str] | None, budget: int,
                   server_cursor: str | None = None, decide: Decide | None = None) -> RunScan:
+        if self.qs is not None:
+            if after is not None and server_cursor is None:  # a cursor from before the service was found
+                query = RunQuery(query.status, query.since_ms, min(query.until_ms or after[0], after[0]), query.tags_any, query.tags_all, query.user)
+            scan = self.qs.runs(flow, query, limit=limit, cursor=server_cursor)
+            if after is not None and server_cursor is None:
+                scan.runs = [r for r in scan.runs if r.sort_key < run_sort_key(*after)]
+            if not scan.runs and not scan.more:
+                self.check_flow(flow)
+            return scan
         if self.caps.filters:
             scan = self._scan_server(flow, query, limit, after, budget, server_cursor, decide)
         else:
@@ -163,7 +186,7 @@ class ServiceQueries(MetadataBackend):
         # three values select every run). Master calls a run "running" until its
         # heartbeat goes stale; a fresh run may already have failed for good, so
         # "failed" also asks for running rows, and fresh rows are re-derived here,
-        # at most FRESH_CHECKS of them per listing.
+        # at most `fresh_run_checks` of them per listing.
         # Master's derived status: completed (end ok), running (heartbeat within 360 s), else
         # failed. Ours splits its running (alive, or late: unknown/failed) and its failed
         # (failed, crashed, unknown without heartbeat), so ask for every row ours could be.
@@ -183,7 +206,6 @@ class ServiceQueries(MetadataBackend):
             params["_tags:any"] = list(q.tags_any)
         if q.tags_all:
             params["_tags:all"] = list(q.tags_all)
-        fresh_left = [FRESH_CHECKS]
         path = f"/flows/{flow}/runs"
 
         def listed() -> Iterator[Listed]:
@@ -202,13 +224,14 @@ class ServiceQueries(MetadataBackend):
             """Settling costs requests unless master already decided (end ok) or the run is alive."""
             return decide is not None and not (rec.service_status == "completed" or self._liveness(rec.last_heartbeat_s) is True)
 
-        late: list[str] = []  # runs master calls running whose heartbeat is late, past the bound
+        late: list[str] = []  # runs master calls running whose heartbeat is late
+        bound = _config.default("fresh_run_checks")
 
         def settle(rec: RunRecord) -> None:
             if decide is None:
                 return
             if rec.service_status == "running" and needs_check(rec):
-                if len(late) >= FRESH_CHECKS:
+                if len(late) >= bound:
                     late.append(rec.run_id)
                     rec.status = "unknown"  # not re-derived: its heartbeat is late, nothing else was checked
                     return
@@ -217,17 +240,16 @@ class ServiceQueries(MetadataBackend):
 
         scan = scan_runs(listed(), q, limit=limit, after=after, budget=budget, needs_check=needs_check,
                          settle=settle, note="service filters: status/time/user/tags pushed down, cursors followed")
-        if len(late) > FRESH_CHECKS:
+        if len(late) > bound:
             scan.complete = False
-            scan.notes.append(f"{len(late) - FRESH_CHECKS} runs with a heartbeat {ALIVE_WITHIN_S}-{DEAD_AFTER_S} s old "
-                              f"were not re-derived (bound {FRESH_CHECKS} per call): shown as unknown")
+            scan.notes.append(f"{len(late) - bound} runs with a heartbeat {ALIVE_WITHIN_S}-{DEAD_AFTER_S} s old "
+                              f"were not re-derived (bound {bound} per call, METAFLOW_AGENT_FRESH_RUN_CHECKS): shown as unknown")
         return scan
 
     # --- outcomes and liveness ------------------------------------------------------
     def end_outcome(self, run: RunRecord) -> tuple[bool | None, int | None]:
-        if self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True"):
-            return True, self.finished_ms(run, [])
-        return None, None
+        """(True, None) when the end step succeeded: when it did is `finished_ms`'s to say."""
+        return (True, None) if self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") else (None, None)
 
     def run_liveness(self, run: RunRecord) -> Fact:
         return self._liveness(run.last_heartbeat_s)
@@ -238,6 +260,18 @@ class ServiceQueries(MetadataBackend):
         value = body.get("last_heartbeat_ts")
         return self._liveness(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
 
+    @staticmethod
+    def _spend_recent(run: RunRecord) -> bool:
+        """Whether this call may still look at one more run's own rows (RECENT_LOOKUPS a call)."""
+        memo = current_meter().memo
+        key = ("recent", run.flow, run.run_id)
+        if key in memo:
+            return True
+        if sum(1 for k in memo if k[0] == "recent") >= RECENT_LOOKUPS:
+            return False
+        memo[key] = None
+        return True
+
     def _recent(self, run: RunRecord) -> list[dict[str, Any]] | None:
         """The run's newest metadata rows (master orders them newest first); None where the
         service cannot page them or this call already read its share."""
@@ -245,9 +279,8 @@ class ServiceQueries(MetadataBackend):
             return None
         memo = current_meter().memo
         key = ("recent", run.flow, run.run_id)
-        if key not in memo:
-            spent = sum(1 for k in memo if k[0] == "recent")
-            if spent >= RECENT_LOOKUPS:
+        if memo.get(key) is None:
+            if key not in memo and not self._spend_recent(run):
                 return None
             reply = self._get(_path(run.pathspec) + "/metadata", {"_limit": RECENT_ROWS})
             memo[key] = [r for r in rows_of(reply, "run metadata") if isinstance(r, dict) and isinstance(r.get("ts_epoch"), int)]
@@ -273,17 +306,24 @@ class ServiceQueries(MetadataBackend):
         unfinished = [run.pathspec.child(step).child(task) for (step, task), (_, ok) in tasks if ok is None and step != "_parameters"]
         return FailureLook(failed, whole_run=len(rows) < RECENT_ROWS, unfinished=unfinished)
 
-    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        """The run's last recorded activity: master's newest metadata row when the heartbeat
-        cannot date it (a short run); otherwise the heartbeat (stored at most every 10 s)."""
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes], *, completed: bool = False) -> int | None:
+        """The run's last recorded activity: the heartbeat (stored at most every 10 s) for a run
+        long enough for it to tell; a short run's newest metadata row (master), or on 2.5.1 its
+        end task's last outcome (a completed run). At most RECENT_LOOKUPS such looks a call."""
         heartbeat = _heartbeat_ms(run)
         newest = max((so.newest_ms for so in outcomes), default=0)
-        if heartbeat is None or heartbeat - run.ts_ms < SHORT_RUN_S * 1000:
-            rows = self._recent(run)
-            if rows:
-                return max(newest, max(int(r["ts_epoch"]) for r in rows))
-            return newest or None  # too short to date from a heartbeat, and nothing newer known
-        return max(heartbeat, newest)
+        if heartbeat is not None and heartbeat - run.ts_ms >= SHORT_RUN_S * 1000:
+            return max(heartbeat, newest)
+        rows = self._recent(run)
+        if rows:
+            return max(newest, max(int(r["ts_epoch"]) for r in rows))
+        if newest:
+            return newest
+        ended = self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") if completed and rows is None else set()
+        if ended and self._spend_recent(run):  # a service that cannot page: ask the end task
+            detail = self.task_detail(run.pathspec.child("end").child(min(ended, key=task_order)))
+            return max((x.finished_ms for x in detail.attempts if x.finished_ms), default=None)
+        return None  # too short to date from a heartbeat, and nothing newer known
 
     # --- steps and tasks -------------------------------------------------------------
     def list_steps(self, run: Pathspec) -> list[str]:
@@ -324,8 +364,9 @@ class ServiceQueries(MetadataBackend):
 
     def step_outcomes(self, run: Pathspec, steps: list[str], *, times: bool = False) -> list[StepOutcomes]:
         """Per step: tasks with attempt_ok True, with attempt_ok False, and started.
-        Three filtered_tasks requests per step, whatever the number of tasks; with `times`,
-        one task listing more per step (start: the task's registration; finish: its last
+        Three filtered_tasks requests per step, whatever the number of tasks. With `times`:
+        for a run of at most EXACT_TIMES_TASKS tasks, its metadata rows in one look (exact);
+        else one task listing per step (start: the task's registration; finish: its last
         heartbeat, stored at most every 10 s: approximate)."""
         out = []
         for step in steps:
@@ -333,14 +374,45 @@ class ServiceQueries(MetadataBackend):
             ok = self.filtered_tasks(sps, "attempt_ok", "True")
             failed = self.filtered_tasks(sps, "attempt_ok", "False")
             begun = self.filtered_tasks(sps, "attempt", ".")
-            so = StepOutcomes(step, begun | ok | failed, ok, failed, exact_times=False)
-            if times:
-                for row in self._task_rows(sps):
-                    tid, start, beat = str(row.get("task_id")), row.get("ts_epoch"), row.get("last_heartbeat_ts")
-                    finished = int(beat * 1000) if isinstance(beat, (int, float)) and tid in (ok | failed) else None
-                    so.times[tid] = (start if isinstance(start, int) else None, finished)
-            out.append(so)
+            out.append(StepOutcomes(step, begun | ok | failed, ok, failed, exact_times=False))
+        if times and sum(len(so.tasks) for so in out) <= EXACT_TIMES_TASKS and self._exact_times(run, out):
+            return out
+        for so in out if times else []:
+            for row in self._task_rows(run.child(so.step)):
+                tid, start, beat = str(row.get("task_id")), row.get("ts_epoch"), row.get("last_heartbeat_ts")
+                start = start if isinstance(start, int) else None
+                finished = int(beat * 1000) if isinstance(beat, (int, float)) and tid in (so.ok | so.failed) else None
+                if start is not None and finished is not None and finished < start:
+                    finished = None  # a heartbeat stored in the task's first second cannot date its end
+                so.times[tid] = (start, finished)
         return out
+
+    def _exact_times(self, run: Pathspec, outcomes: list[StepOutcomes]) -> bool:
+        """Each task's first attempt start and last outcome from the run's own metadata rows
+        (one request, or a few pages on master); False when they did not all fit."""
+        rows, complete = self.run_metadata(run, limit=EXACT_TIMES_TASKS * 40)
+        if not complete:
+            return False
+        by_step = {so.step: so for so in outcomes}
+        spans: dict[tuple[str, str], list[int | None]] = {}
+        for r in rows:
+            so = by_step.get(str(r.get("step_name")))
+            ts = r.get("ts_epoch")
+            if so is None or not isinstance(ts, int):
+                continue
+            span = spans.setdefault((so.step, str(r.get("task_id"))), [None, None])
+            if r.get("field_name") == "attempt":
+                span[0] = ts if span[0] is None else min(span[0], ts)
+            elif r.get("field_name") in ("attempt_ok", "attempt-done"):
+                span[1] = ts if span[1] is None else max(span[1], ts)
+                so.newest_ms = max(so.newest_ms, ts)
+        for (step, tid), (start, end) in spans.items():
+            so = by_step[step]
+            if tid in so.tasks:
+                so.times[tid] = (start, end if tid in (so.ok | so.failed) else None)
+        for so in outcomes:
+            so.exact_times = True
+        return True
 
     def _task_rows(self, step: Pathspec) -> list[dict[str, Any]]:
         """Every task row of a step (unfiltered: both generations send the whole list)."""
@@ -393,9 +465,29 @@ class ServiceQueries(MetadataBackend):
             rows, more = rows_of(self._get(path), path), False
         return rows[:limit], not more and len(rows) <= limit
 
+    # --- whole answers from the query service, when there is one ------------------------------
+    def decided_tasks(self, run: Pathspec, states: list[str], *, step: str | None = None) -> DecidedTasks | None:
+        return self.qs.tasks(run, states, step) if self.qs is not None else None
+
+    def decided_summary(self, run: Pathspec) -> DecidedSummary | None:
+        return self.qs.summary(run) if self.qs is not None else None
+
+    def decided_stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool) -> list[DecidedStats] | None:
+        if self.qs is None:
+            return None
+        return self.qs.stats(flows, query, last, per_step, _config.default("stats_runs"))
+
+    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
+        if self.qs is None or query.tags_all or query.tags_any:  # its latest runs are anyone's
+            return None
+        return self.qs.flows(query, _config.default("flow_budget"))
+
     def capabilities(self) -> dict[str, object]:
         caps = self.caps
+        qs = self.qs
         return {
+            "query_service": qs.url if qs is not None else None,
+            "query_service_note": self._qs_note,
             "metadata_url": self.url,
             "service_version": caps.version,
             "server_filters": caps.filters,

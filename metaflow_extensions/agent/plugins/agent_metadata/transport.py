@@ -88,8 +88,9 @@ class ServiceTransport:
         self.headers = dict(headers or {})
         self.session = session or counting_session()
 
-    def get(self, path: str, params: dict[str, Any] | None = None, *, ok404: bool = False) -> Reply:
-        """GET path; JSON-decoded body. 404 raises NotFound unless ok404."""
+    def get(self, path: str, params: dict[str, Any] | None = None, *, ok404: bool = False, raw: bool = False) -> Reply:
+        """GET path; JSON-decoded body. 404 raises NotFound unless ok404; with `raw`, every status
+        comes back as it is (for a client that maps them itself)."""
         url = self.url + path + encode_query(params)
         last: Exception | None = None
         for attempt in range(len(BACKOFF_S) + 1):
@@ -103,8 +104,8 @@ class ServiceTransport:
                     hint="check METAFLOW_SERVICE_URL and any proxy in front of the service",
                 ) from None
             else:
-                if resp.status_code not in RETRY_STATUSES:
-                    return self._reply(resp, path, ok404)
+                if resp.status_code not in RETRY_STATUSES or (raw and attempt == len(BACKOFF_S)):
+                    return self._reply(resp, path, ok404, raw)
                 last = ServiceUnavailable(f"metadata service answered {resp.status_code} for {path}")
             if attempt < len(BACKOFF_S):
                 time.sleep(BACKOFF_S[attempt])
@@ -114,7 +115,7 @@ class ServiceTransport:
             hint="check that the service is up and METAFLOW_SERVICE_URL is right; or unset METAFLOW_DEFAULT_METADATA to query local runs",
         )
 
-    def _reply(self, resp: requests.Response, path: str, ok404: bool) -> Reply:
+    def _reply(self, resp: requests.Response, path: str, ok404: bool, raw: bool = False) -> Reply:
         headers = {k: v for k, v in resp.headers.items()}
         text = resp.text
         try:
@@ -125,6 +126,8 @@ class ServiceTransport:
                 raise ServiceProtocolError(
                     f"metadata service sent malformed JSON for {path}", hint="the service or a proxy in front of it is misbehaving"
                 ) from None
+        if raw:
+            return Reply(resp.status_code, headers, body)
         if resp.status_code == 404:
             if ok404:
                 return Reply(404, headers, body)

@@ -422,10 +422,11 @@ def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) ->
 
 
 def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, until_ms: int | None = None, last: int | None = None,
-              per_step: bool = False) -> RunStats:
+              per_step: bool = False, tags_any: Sequence[str] | None = None, tags_all: Sequence[str] | None = None) -> RunStats:
     """Counts by state, success rates and duration percentiles over runs."""
     o = _call(get, "/stats/runs", {"flows": _csv(flows), "since": since_ms, "until": until_ms, "last": last,
-                                   "per_step": _flag(per_step) if per_step else None}, "run statistics")
+                                   "per_step": _flag(per_step) if per_step else None, "tags_any": _csv(tags_any),
+                                   "tags_all": _csv(tags_all)}, "run statistics")
     steps = o.seq("steps", _step_stats) if "steps" in o.d else None
     return RunStats(o.req_int("as_of_s"), o.req_int("runs_examined"), o.req_int("max_runs_per_flow"), o.seq("flows", _group),
                     _group(o.obj("total").d, "stats.total", flow=False), steps)
