@@ -21,7 +21,7 @@ from metaflow_agent import FUNCTIONS, AgentError
 from metaflow_agent._inputs import decode_cursor, encode_cursor
 
 from . import budget as _budget
-from . import progress
+from . import workers
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def make_tool(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
 
     async def tool(ctx: Context, **kwargs: Any) -> CallToolResult:
         try:
-            fitted = await progress.run(ctx, lambda: answer(fn, kwargs, limit))
+            fitted = await workers.run(ctx, fn, kwargs, limit)  # a worker process it can stop
         except (AgentError, _budget.Overflow) as exc:
             return error_result(exc)
         except Exception as exc:  # never a traceback for the agent; the log has it

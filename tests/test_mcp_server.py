@@ -215,6 +215,7 @@ async def test_unexpected_exception_is_one_line_without_traceback(monkeypatch: p
     def broken() -> None:
         raise RuntimeError("disk on fire\nTraceback (most recent call last):\n  File x")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr("metaflow_agent._runs.get_backend", broken)
     result = await call(build_server(), "run_summary", {"run": "HelloFlow/1"})
     assert result.is_error
@@ -238,6 +239,7 @@ async def test_no_global_namespace(local_runs: Any, monkeypatch: pytest.MonkeyPa
     def forbidden(*a: Any, **k: Any) -> None:
         raise AssertionError("metaflow.namespace() must not be called")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr(metaflow, "namespace", forbidden)
     for args in ({"flow": "HelloFlow"}, {"flow": "HelloFlow", "namespace": None}):
         result = await call(build_server(), "list_runs", args)
