@@ -364,11 +364,11 @@ def _serve() -> int:
         state.update(id=call_id, requests=0, reads=0, bytes=0, sent=time.monotonic(), done=0)
         try:
             _apply(req.get("env") or {}, req.get("cwd") or "")
-            fn = importlib.import_module(req["module"])
+            target: Any = importlib.import_module(req["module"])
             for part in str(req["name"]).split("."):
-                fn = getattr(fn, part)
+                target = getattr(target, part)
             with _deadline.deadline(float(req["deadline"])):
-                fit = answer(fn, req.get("kwargs") or {}, int(req["limit"]))
+                fit = answer(target, req.get("kwargs") or {}, int(req["limit"]))
             if state["requests"] + state["reads"] > state["done"]:
                 send({"id": call_id, "progress": progress_line()})
             send({"id": call_id, "ok": {"data": fit.data, "text": fit.text, "kept": fit.kept, "total": fit.total}})

@@ -363,12 +363,12 @@ def summary(value: Any, *, max_keys: int = 50) -> dict[str, Any]:
         keys = list(_first(dict.__iter__(value), max_keys))
         out.update(len=dict.__len__(value), keys=[bounded_repr(k, max_chars=80)[0] for k in keys])
     elif isinstance(value, (list, tuple, deque)):
-        base = list if isinstance(value, list) else tuple if isinstance(value, tuple) else deque
+        base: Any = list if isinstance(value, list) else tuple if isinstance(value, tuple) else deque
         out["len"] = base.__len__(value)
         out["item_types"] = sorted({type_name(x) for x in _first(base.__iter__(value), 100)})
     elif isinstance(value, (set, frozenset)):
-        base = set if isinstance(value, set) else frozenset
-        out["len"] = base.__len__(value)
+        kind: Any = set if isinstance(value, set) else frozenset
+        out["len"] = kind.__len__(value)
     elif isinstance(value, (str, bytes, bytearray)):
         out["len"] = len(value)
     return out

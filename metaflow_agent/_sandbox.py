@@ -136,11 +136,12 @@ def load_in_sandbox(
         if result.get("error") == "too_large":
             raise TooLarge(f"{message} ({memory_bytes >> 20} MiB)", hint="the value is too large to load here")
         raise BackendError(f"the value could not be loaded in the sandbox: {message}", hint="it may need a library or flow module that is not installed here")
+    summary = result.get("summary")
     return SandboxResult(
         type=str(result.get("type", ""))[:300],
         repr=str(result.get("repr", ""))[: max_chars + 1],
         truncated=bool(result.get("truncated")),
-        summary=result.get("summary") if isinstance(result.get("summary"), dict) else {},
+        summary=summary if isinstance(summary, dict) else {},
     )
 
 

@@ -549,7 +549,7 @@ def _check_blocks(ctx: _Ctx, blocks: list[tuple[Any, Any]], axes: list[Any]) -> 
         locs = _locs(ctx, loc)
         if len(locs) and (locs.min() < 0 or locs.max() >= n_items):
             _fail("a block is placed outside the columns")
-        shape = getattr(values, "shape", ())
+        shape: tuple[int, ...] = tuple(getattr(values, "shape", ()))
         if len(shape) == 2:
             if tuple(shape) != (len(locs), n_rows):
                 _fail("a block's shape does not match the axes")
@@ -756,7 +756,7 @@ def _entries_numpy() -> list[Allowed]:
     dtypes_mod = getattr(np, "dtypes", None)
     if dtypes_mod is not None:
         kinds |= {t for t in vars(dtypes_mod).values() if isinstance(t, type) and issubclass(t, np.dtype)}
-    out += [Allowed(t.__module__, t.__qualname__, load=(lambda t=t: t)) for t in kinds]
+    out += [Allowed(t.__module__, t.__qualname__, load=_const(t)) for t in kinds]
     return out
 
 
@@ -798,7 +798,7 @@ def _entries_pandas() -> list[Allowed]:
     for name in _PD_INDEX_NAMES:
         out.append(Allowed("pandas", name))
     for cls in _PD_BACKED():
-        out.append(Allowed(cls.__module__, cls.__qualname__, load=(lambda c=cls: c), build=_backed_build))
+        out.append(Allowed(cls.__module__, cls.__qualname__, load=_const(cls), build=_backed_build))
     for name in ("IntegerArray", "FloatingArray", "BooleanArray"):
         out.append(Allowed("pandas.arrays", name, new=_no_args, build=_masked_build))
     for name in ("Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype", "Float32Dtype", "Float64Dtype", "BooleanDtype"):
@@ -819,6 +819,11 @@ def _any_args_none(ctx: _Ctx, args: tuple) -> None:
 
 
 _PD_INDEX_NAMES = ("Index", "RangeIndex", "MultiIndex", "CategoricalIndex", "DatetimeIndex", "TimedeltaIndex", "PeriodIndex", "IntervalIndex")
+
+
+def _const(obj: Any) -> Callable[[], Any]:
+    """A loader for an object already in hand."""
+    return lambda: obj
 
 
 def _has(module: str) -> bool:
@@ -936,10 +941,13 @@ def lookup(module: str, name: str, extra: Iterable[Allowed] = ()) -> tuple[Allow
 _DICT_TYPES = (dict, OrderedDict, defaultdict, Counter)
 
 
-class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+_PyUnpickler: Any = pickle._Unpickler  # type: ignore[attr-defined]  # the pure-Python one (see the module docstring)
+
+
+class SafeUnpickler(_PyUnpickler):  # type: ignore[misc]
     """Unpickler that names only allowed globals and checks every call, BUILD and hash."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(_PyUnpickler.dispatch)
 
     def __init__(self, data: bytes, *, allow_extra: Iterable[Allowed] = ()) -> None:
         super().__init__(io.BytesIO(data), fix_imports=True, encoding="latin1")
@@ -970,7 +978,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     def _check(self, obj: Any, role: str, args: Any) -> Allowed:
         entry = self._entry(obj)
         check = getattr(entry, role) if entry is not None else None
-        if check is None:
+        if entry is None or check is None:
             raise self._refuse(obj, {"call": "call", "new": "create", "build": "set the state of"}[role])
         try:
             check(self.ctx, args)
@@ -1065,7 +1073,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
                 hint=f"the data may be hostile or from a newer library version; {_OPT_IN}",
                 name=entry.qualname,
             ) from None
-        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -1075,7 +1083,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if type(target) not in _DICT_TYPES:
             raise self._refuse(target, "set items on")
         self.ctx.charge([self.stack[-2]])
-        pickle._Unpickler.load_setitem(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_setitem(self)
 
     dispatch[pickle.SETITEM[0]] = load_setitem
 
@@ -1118,7 +1126,7 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         target = self.stack[-2]
         if type(target) not in (list, deque):
             raise self._refuse(target, "append to")
-        pickle._Unpickler.load_append(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_append(self)
 
     dispatch[pickle.APPEND[0]] = load_append
 
@@ -1136,19 +1144,19 @@ class SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self.ctx.tuple_cost(self.stack[-1])
 
     def load_tuple(self) -> None:
-        pickle._Unpickler.load_tuple(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_tuple(self)
         self._tupled()
 
     def load_tuple1(self) -> None:
-        pickle._Unpickler.load_tuple1(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_tuple1(self)
         self._tupled()
 
     def load_tuple2(self) -> None:
-        pickle._Unpickler.load_tuple2(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_tuple2(self)
         self._tupled()
 
     def load_tuple3(self) -> None:
-        pickle._Unpickler.load_tuple3(self)  # type: ignore[attr-defined]
+        _PyUnpickler.load_tuple3(self)
         self._tupled()
 
     dispatch[pickle.TUPLE[0]] = load_tuple
@@ -1312,18 +1320,16 @@ def needed_classes(data: bytes, *, limit: int = 50) -> list[str]:
                 mod, _, qual = str(arg).partition(" ")
                 found.append((mod, qual))
             if name == "STACK_GLOBAL":
-                mod, qual = strings[-2:] if len(strings) >= 2 else (None, None)
-                found.append((mod, qual) if isinstance(mod, str) and isinstance(qual, str) else ("?", "?"))
+                pair = strings[-2:] if len(strings) >= 2 else [None, None]
+                found.append((pair[0], pair[1]) if isinstance(pair[0], str) and isinstance(pair[1], str) else ("?", "?"))
             if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"):
                 strings.append(arg)
-            elif name in ("MEMOIZE",):
-                if strings:
-                    memo[len(memo)] = strings[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = strings[-1] if strings else None
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if strings:
-                    memo[arg] = strings[-1]
+                memo[int(arg or 0)] = strings[-1] if strings else None
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                strings.append(memo.get(arg))
+                strings.append(memo.get(int(arg or 0)))
             elif name not in ("PROTO", "FRAME", "STOP"):
                 strings.append(None)
             if len(set(found)) >= limit:
