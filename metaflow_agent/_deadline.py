@@ -110,6 +110,30 @@ def timeout(cap: float, what: str = "") -> float:
     return min(cap, left)
 
 
+@contextmanager
+def on_expiry(callback: Callable[[], None]) -> Iterator[None]:
+    """Call `callback` (from a timer thread) if the deadline passes inside the block.
+
+    For blocking reads a timeout cannot bound as a whole (a server dripping a
+    byte a second never trips a per-read timeout): the callback closes the
+    socket, the read fails, and the reader turns that into DeadlineExceeded.
+    """
+    d = _current.get()
+    if d is None:
+        yield
+        return
+    left = d.remaining()
+    if left <= 0:
+        raise d.error()
+    timer = threading.Timer(left, callback)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 # --------------------------------------------------------------------------- CLI hard stop
 @contextmanager
 def alarm(seconds: float) -> Iterator[None]:

@@ -165,10 +165,13 @@ class FaultProxy:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
         await resp.prepare(request)
-        for i in range(len(body)):
-            await resp.write(body[i : i + 1])
-            await asyncio.sleep(fault.seconds)
-        await resp.write_eof()
+        try:
+            for i in range(len(body)):
+                await resp.write(body[i : i + 1])
+                await asyncio.sleep(fault.seconds)
+            await resp.write_eof()
+        except ConnectionError:  # the client gave up: that is what a drip is for
+            pass
         return resp
 
     async def _truncate(self, request: web.Request, fault: Fault) -> web.StreamResponse:

@@ -189,3 +189,36 @@ def test_huge_response_is_refused(faulty: Any) -> None:
     faulty.proxy.add(r"/runs$", "huge", size=40 << 20)
     with pytest.raises((TooLarge, ServiceProtocolError)):
         _within(20, lambda: ma.list_runs("SynthFault", namespace=None))
+
+
+# --------------------------------------------------------------------------- the building block for the fix
+def test_read_body_cuts_a_drip_at_the_deadline(deployment: Any) -> None:
+    """_httpread.read_body: what the transport needs for the two NO_DEADLINE cases above."""
+    import requests
+
+    from metaflow_agent import _deadline
+    from metaflow_agent._httpread import read_body
+
+    deployment.proxy.clear()
+    deployment.proxy.add(r"/runs$", "drip", seconds=0.2)
+    start = time.perf_counter()
+    with _deadline.deadline(1.5), pytest.raises(DeadlineExceeded):
+        resp = requests.get(deployment.proxy.url + "/flows/SynthFault/runs", stream=True, timeout=(3, 30))
+        read_body(resp, cap=1 << 20, what="the run list")
+    assert time.perf_counter() - start < 2.5
+    deployment.proxy.clear()
+
+
+def test_read_body_refuses_a_huge_answer_before_reading_it(deployment: Any) -> None:
+    import requests
+
+    from metaflow_agent._httpread import read_body
+
+    deployment.proxy.clear()
+    deployment.proxy.add(r"/runs$", "huge", size=40 << 20)
+    resp = requests.get(deployment.proxy.url + "/flows/SynthFault/runs", stream=True, timeout=(3, 30))
+    with pytest.raises(TooLarge):
+        read_body(resp, cap=8 << 20, what="the run list")
+    deployment.proxy.clear()
+    resp = requests.get(deployment.proxy.url + "/flows/SynthFault/runs", stream=True, timeout=(3, 30))
+    assert read_body(resp, cap=1 << 20, what="the run list") == requests.get(deployment.double.url + "/flows/SynthFault/runs").content
