@@ -8,7 +8,8 @@ threaded server) that first limits itself: CPU seconds (RLIMIT_CPU), address
 space (RLIMIT_AS), no files written (RLIMIT_FSIZE=0), no child processes
 (RLIMIT_NPROC=0, not enforced for root). The parent enforces the wall time
 (the call's deadline), caps what it reads back, and kills the child on
-timeout. The answer is JSON: type, bounded repr, summary.
+timeout; the child also ends itself past the wall time and when its parent
+dies (a killed MCP worker takes its sandbox along). The answer is JSON: type, bounded repr, summary.
 
 What this does not do: it is not a security sandbox. Code in the pickle runs
 with the user's file-system and network access; only the environment is
@@ -91,7 +92,7 @@ def load_in_sandbox(
     wall = wall_s if left is None else min(wall_s, left)
     if wall <= 0:
         raise (_deadline.current() or _deadline.Deadline(time.monotonic(), wall_s)).error("starting the sandbox")
-    cmd = [sys.executable, str(_CHILD), str(int(cpu_s)), str(int(memory_bytes)), str(int(max_chars))]
+    cmd = [sys.executable, str(_CHILD), str(int(cpu_s)), str(int(memory_bytes)), str(int(max_chars)), str(int(wall) + 2)]
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
@@ -99,8 +100,7 @@ def load_in_sandbox(
         stderr=subprocess.PIPE,
         env=_child_env(),
         cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
-        close_fds=True,
-        start_new_session=True,  # its own process group: killing it kills what it started
+        close_fds=True,  # same process group: a worker killed with its group takes this child along
     )
     try:
         out, err, timed_out = _exchange(proc, data, time.monotonic() + wall)
@@ -183,9 +183,6 @@ def _exchange(proc: subprocess.Popen[bytes], data: bytes, end: float) -> tuple[s
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+        proc.kill()
+    except ProcessLookupError:
+        pass

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import resource
+import signal
 import sys
 
 MARK = "@@metaflow-agent-sandbox@@ "
@@ -28,9 +29,21 @@ def _limit(cpu_s: int, mem_bytes: int) -> None:
         pass
 
 
+def _tie_to_parent(wall_s: int) -> None:
+    """End with the parent (Linux), and after wall_s seconds whatever happens to it."""
+    signal.alarm(wall_s)  # default action: terminate
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
-    cpu_s, mem_bytes, max_chars = (int(x) for x in sys.argv[1:4])
+    cpu_s, mem_bytes, max_chars, wall_s = (int(x) for x in sys.argv[1:5])
     out = os.fdopen(os.dup(1), "w")  # our channel; the value's own code may print to fd 1 too
+    _tie_to_parent(wall_s)
     _limit(cpu_s, mem_bytes)
     spec = importlib.util.spec_from_file_location("_mfa_repr", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_repr.py"))
     assert spec and spec.loader

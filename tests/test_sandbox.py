@@ -116,3 +116,60 @@ def test_safe_from_a_threaded_parent(opted_in: None) -> None:
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda i: load_in_sandbox(pickle.dumps({"i": i}))["repr"], range(4)))
     assert outs == [f"{{'i': {i}}}" for i in range(4)]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_child_dies_with_its_parent(opted_in: None) -> None:
+    """A killed caller (e.g. an MCP worker past its deadline) does not leave its sandbox running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from test_sandbox import _Exec\n"
+        "from metaflow_agent._sandbox import load_in_sandbox\n"
+        "load_in_sandbox(pickle.dumps(_Exec('import time; time.sleep(600)')), wall_s=600)\n"
+    ) % str(Path(__file__).parent)
+    parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, ENV: "1"})
+    try:
+        for _ in range(100):
+            kids = _children(parent.pid)
+            if kids:
+                break
+            time.sleep(0.1)
+        assert kids, "the sandbox did not start"
+        time.sleep(0.5)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(50):
+            if not any(_alive(k) for k in kids):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the sandbox outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
