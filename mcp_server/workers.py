@@ -323,6 +323,12 @@ def _serve() -> int:
     os.dup2(2, 1)  # anything the library prints goes to stderr, never into the protocol
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when a worker stops
+    try:  # and a worker busy in C must not outlive a server that died (Linux)
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     write_lock = threading.Lock()
 
     def send(message: dict[str, Any]) -> None:
