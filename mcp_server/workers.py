@@ -23,6 +23,7 @@ threads in this process as before (debugging; tests that patch the library).
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -76,7 +77,7 @@ class _Worker:
         # the worker imports what this process imports, tests' helper modules included
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_server.workers"],
+            [sys.executable, "-m", "mcp_server._worker_main"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -289,8 +290,6 @@ def shutdown() -> None:
             _pool = None
 
 
-import atexit  # noqa: E402  (registered once the pool functions exist)
-
 atexit.register(shutdown)
 
 
@@ -317,7 +316,7 @@ def _apply(env: dict[str, str], cwd: str) -> None:
         os.chdir(cwd)
 
 
-def _serve() -> int:
+def serve() -> int:
     """The worker loop: read requests on stdin, answer on the original stdout."""
     channel = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything the library prints goes to stderr, never into the protocol
@@ -390,7 +389,3 @@ def _serve() -> int:
             state["id"] = None
     return 0
 
-
-if __name__ == "__main__":
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(asctime)s worker %(name)s %(levelname)s %(message)s")
-    sys.exit(_serve())
