@@ -876,8 +876,12 @@ def _family(name: str) -> _Family | None:
     return fam
 
 
+_MODULE_ALIASES = {"pathlib._local": "pathlib"}  # Python 3.13 moved the concrete path classes
+
+
 def _canonical(module: str, name: str) -> tuple[str, str]:
-    """Python 2 and numpy 1.x/2.x spellings of the same global."""
+    """Python 2, Python 3.13 and numpy 1.x/2.x spellings of the same global."""
+    module = _MODULE_ALIASES.get(module, module)
     if (module, name) in _compat_pickle.NAME_MAPPING:
         module, name = _compat_pickle.NAME_MAPPING[(module, name)]
     elif module in _compat_pickle.IMPORT_MAPPING:
