@@ -15,9 +15,9 @@ from mcp_types import INVALID_PARAMS
 
 from metaflow_agent import FUNCTIONS, AgentError, NotFound, failed_tasks, run_summary, task_logs
 
-from . import progress
+from . import workers
 from .budget import Overflow, dumps
-from .tools import answer, error_text, return_model
+from .tools import error_text, return_model
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -31,7 +31,7 @@ def _first_line(fn: Callable[..., Any]) -> str:
 async def _read(ctx: Context, fn: Callable[..., Any], limit: int, **kwargs: Any) -> str:
     """fn's answer as compact JSON within the budget; failures as resource errors."""
     try:
-        return (await progress.run(ctx, lambda: answer(fn, kwargs, limit))).text
+        return (await workers.run(ctx, fn, kwargs, limit)).text
     except NotFound as exc:
         raise ResourceNotFoundError(error_text(exc)) from None
     except (AgentError, Overflow) as exc:

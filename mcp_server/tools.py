@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from metaflow_agent import FUNCTIONS, AgentError, resume_cursor
 
 from . import budget as _budget
-from . import progress
+from . import workers
 from .schema import build_tool
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def make_tool(fn: Callable[..., Any], limit: int) -> Callable[..., Any]:
 
     async def tool(ctx: Context, **kwargs: Any) -> CallToolResult:
         try:
-            fitted = await progress.run(ctx, lambda: answer(fn, kwargs, limit))
+            fitted = await workers.run(ctx, fn, kwargs, limit)  # a worker process it can stop
         except (AgentError, _budget.Overflow) as exc:
             return error_result(exc)
         except Exception as exc:  # never a traceback for the agent; the log has it

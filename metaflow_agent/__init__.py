@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["failed_tasks", "list_tasks"], "._tasks"),
     **dict.fromkeys(
         ["AgentError", "BackendError", "BadCursor", "BadInput", "BadLimit", "BadPathspec", "BadPattern", "BadTime",
-         "NotFound", "PathEscape", "ServiceProtocolError", "ServiceUnavailable", "TooLarge"],
+         "DeadlineExceeded", "NotAllowed", "NotFound", "PathEscape", "ServiceProtocolError", "ServiceUnavailable", "TooLarge"],
         "._errors",
     ),
     **dict.fromkeys(
@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["add_cost_hook", "metered", "remove_cost_hook"], "._cost"),
     "reset_backends": "._backend",
+    **dict.fromkeys(["deadline", "deadline_seconds"], "._deadline"),
     **dict.fromkeys(["FunctionDoc", "function_doc"], "._docs"),
     "resume_cursor": "._public",
     "FUNCTIONS": "._public",
@@ -58,10 +59,12 @@ __all__ = [
     "BadTime",
     "Capabilities",
     "Cost",
+    "DeadlineExceeded",
     "Diagnosis",
     "FailedTaskList",
     "FlowList",
     "FunctionDoc",
+    "NotAllowed",
     "NotFound",
     "PathEscape",
     "RunComparison",
@@ -79,6 +82,8 @@ __all__ = [
     "artifact_values",
     "capabilities",
     "compare_runs",
+    "deadline",
+    "deadline_seconds",
     "diagnose_run",
     "failed_tasks",
     "function_doc",
@@ -111,13 +116,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers
-    from ._artifacts import artifact_preview, artifact_values, list_artifacts, search_artifacts
+    from ._artifacts import (
+        artifact_preview,
+        artifact_values,
+        list_artifacts,
+        search_artifacts,
+    )
     from ._backend import reset_backends
     from ._capabilities import capabilities
     from ._compare import compare_runs
+    from ._cost import add_cost_hook, metered, remove_cost_hook
+    from ._deadline import deadline, deadline_seconds
     from ._diagnose import diagnose_run
     from ._docs import FunctionDoc, function_doc
-    from ._cost import add_cost_hook, metered, remove_cost_hook
     from ._errors import (
         AgentError,
         BackendError,
@@ -127,6 +138,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
         BadPathspec,
         BadPattern,
         BadTime,
+        DeadlineExceeded,
+        NotAllowed,
         NotFound,
         PathEscape,
         ServiceProtocolError,

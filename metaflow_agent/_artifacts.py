@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import fnmatch
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
-from . import _config
+from . import _config, _deadline
 from ._backend import Backend, get_backend
 from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
-from ._cost import metered
-from ._errors import BackendError, BadInput, NotFound, TooLarge
-from ._inputs import (
-    DEFAULT_NAMESPACE,
-    check_limit,
-    cursor_offset,
-    iso,
-    cursor_position,
-    make_cursor,
-    open_cursor,
-    parse_time,
-    query_key,
-    resolve_namespace,
-)
+from ._cost import call
+from ._cursor import cursor_offset, cursor_position, make_cursor, open_cursor, query_key
+from ._errors import BadInput, NotAllowed, NotFound, TooLarge
+from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, parse_time, resolve_namespace
 from ._models import (
     ArtifactHit,
     ArtifactInfo,
@@ -32,11 +22,14 @@ from ._models import (
     ArtifactValues,
     Cost,
 )
-from ._pathspec import Pathspec
 from ._outcomes import settle_run
+from ._pathspec import Pathspec
 from ._records import RunQuery, RunRecord
-from ._text import clip
-from ._unpickle import loads_any
+from ._regex import Glob, compile_glob
+from ._repr import bounded_repr
+from ._repr import summary as summarize
+from ._sandbox import load_in_sandbox, require_opt_in
+from ._unpickle import loads, refused_classes
 from ._values import artifact_infos, clean_type, plain_value, task_artifacts
 
 
@@ -59,7 +52,7 @@ def list_artifacts(
         limit: Most artifacts to return.
         cursor: next_cursor of the previous page.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(task, "task")
         limit = check_limit("limit", limit, low=1, high=_config.cap("artifacts"))
         key = query_key(str(ps), attempt, include_private)
@@ -83,36 +76,12 @@ def list_artifacts(
         return result.resumable(lambda kept: make_cursor("list_artifacts", key, i=start + kept))
 
 
-def _summary(value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"python_type": f"{type(value).__module__}.{type(value).__qualname__}"}
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        out["shape"] = list(shape) if isinstance(shape, tuple) else str(shape)
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None:
-        out["dtype"] = str(dtype)
-    dtypes = getattr(value, "dtypes", None)
-    columns = getattr(value, "columns", None)
-    if columns is not None:
-        cols = [str(c) for c in list(columns)[:50]]
-        out["columns"] = cols
-        if dtypes is not None and hasattr(dtypes, "items"):
-            out["dtypes"] = {str(k): str(v) for k, v in list(dtypes.items())[:50]}
-    if isinstance(value, dict):
-        keys = list(value.keys())
-        out["len"] = len(keys)
-        out["keys"] = [clip(repr(k), 80) for k in keys[:50]]
-    elif isinstance(value, (list, tuple, set, frozenset, str, bytes)):
-        out["len"] = len(value)
-        if isinstance(value, (list, tuple)) and value:
-            out["item_types"] = sorted({type(v).__name__ for v in list(value)[:100]})
-    return out
-
-
-def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_bytes: int | None = None, max_chars: int | None = None) -> ArtifactPreview:
+def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_bytes: int | None = None,
+                     max_chars: int | None = None, unsafe: bool = False) -> ArtifactPreview:
     """A short, type-aware, size-guarded look at one artifact's value.
 
-    Refuses (TooLarge) an artifact stored larger than max_bytes.
+    Reads only types on an allow-list (builtins, dates, numpy, pandas, ...)
+    without running code; refuses (TooLarge) one stored over max_bytes.
 
     Args:
         task: Task pathspec 'Flow/RunId/step/TaskId'.
@@ -120,8 +89,9 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         attempt: Attempt number; default the latest that saved data.
         max_bytes: Refuse an artifact stored larger than this.
         max_chars: Cut the repr to this many characters.
+        unsafe: Load other types in a sandboxed process (also needs METAFLOW_AGENT_UNSAFE_UNPICKLE=1).
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(task, "task")
         if not isinstance(name, str) or not name:
             raise BadInput("artifact name is required", hint="list_artifacts(task) shows the names")
@@ -129,6 +99,10 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         chars = check_limit("max_chars", max_chars if max_chars is not None else _config.default("repr_chars"), low=20, high=_config.cap("repr_chars"))
         if attempt is not None:
             attempt = check_limit("attempt", attempt, low=0, high=99)
+        if not isinstance(unsafe, bool):
+            raise BadInput(f"unsafe={unsafe!r} must be true or false", hint="leave it out to read allow-listed types only")
+        if unsafe:
+            require_opt_in()
         backend = get_backend()
         att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
         index = data_index(backend.store, ps, att)
@@ -144,28 +118,32 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         encoding = info.get("encoding", "pickle-v4")
         if not str(encoding).startswith("pickle"):
             raise BadInput(f"artifact {name!r} has encoding {encoding!r}, which this preview cannot decode", hint="load it with the Metaflow Client API")
+        notes: list[str] = []
         try:
-            value = loads_any(raw)
-        except (ImportError, AttributeError) as exc:
-            raise BackendError(
-                f"artifact {name!r} needs code that is not importable here: {exc}",
-                hint="install the flow's dependencies where this runs, or use list_artifacts for its size and type",
-            ) from None
-        except Exception as exc:
-            raise BackendError(f"artifact {name!r} could not be unpickled: {type(exc).__name__}: {exc}", hint="use list_artifacts for its size and type") from None
-        try:
-            text = repr(value)
-            summary = _summary(value)
-        except Exception as exc:
-            text, summary = f"<repr failed: {type(exc).__name__}>", {"python_type": f"{type(value).__module__}.{type(value).__qualname__}"}
+            value = loads(raw)
+            text, cut = bounded_repr(value, max_chars=chars)
+            summary = summarize(value)
+        except NotAllowed as exc:
+            if not unsafe:
+                refused = ", ".join(refused_classes(raw)[:5]) or exc.name or "?"
+                raise NotAllowed(
+                    f"artifact {name!r} needs {refused}, outside the types read without running code",
+                    hint="list_artifacts shows its size and type; unsafe=True with METAFLOW_AGENT_UNSAFE_UNPICKLE=1 "
+                    "loads it in a sandboxed process, running the code it names",
+                    name=exc.name,
+                ) from None
+            boxed = load_in_sandbox(raw, max_chars=chars)
+            text, cut, summary = boxed["repr"], boxed["truncated"], boxed["summary"]
+            notes.append("loaded with plain pickle in a sandboxed process (unsafe=True)")
         return ArtifactPreview(
             task=str(ps),
             name=name,
             type=clean_type(info.get("type")),
             size=size,
             summary=summary,
-            repr=clip(text, chars) or "",
-            truncated=len(text) > chars,
+            repr=text,
+            truncated=cut,
+            notes=notes,
             cost=Cost.of(meter),
         )
 
@@ -204,10 +182,11 @@ def search_artifacts(
         limit: Most hits to return.
         cursor: next_cursor of the previous page.
     """
-    with metered() as meter:
+    with call() as meter:
         fl = Pathspec.parse(flow, "flow").flow
         if not isinstance(name, str) or not name:
             raise BadInput("name is required", hint="pass an artifact name or glob, e.g. name='model*'")
+        glob = compile_glob(name)
         runs = check_limit("runs", runs, low=1, high=_config.cap("search_runs"))
         for label, size in (("min_size", min_size), ("max_size", max_size)):
             if size is not None:
@@ -217,7 +196,7 @@ def search_artifacts(
         limit = check_limit("limit", limit, low=1, high=_config.cap("search_hits"))
         budget = _config.default("search_tasks_budget")
         key = query_key(fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)
-        resume = cursor_position(open_cursor(cursor, "search_artifacts", key), "search_artifacts", (-1, -1, -1, -1))
+        resume = cursor_position(open_cursor(cursor, "search_artifacts", key), (-1, -1, -1, -1))
         ns = resolve_namespace(namespace)
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
         backend = get_backend()
@@ -227,14 +206,17 @@ def search_artifacts(
         searched: list[str] = []
         tasks_read = 0
         more, complete, last = False, True, resume
+        no_data: list[str] = []
         for pos, task_ps, info in _walk(backend, fl, scan.runs, resume, searched):
             if info is None:  # a task boundary: count it against the budget
                 if tasks_read >= budget:
                     complete = False
                     break
                 tasks_read += 1
+                if task_ps is None:
+                    no_data.append(str(pos))
                 continue
-            if task_ps is None or (info.name.startswith("_") and not include_private) or not _match(info, name, min_size, max_size, type):
+            if task_ps is None or (info.name.startswith("_") and not include_private) or not _match(info, glob, min_size, max_size, type):
                 continue
             if len(hits) == limit:
                 more = True
@@ -247,6 +229,10 @@ def search_artifacts(
             notes.append(f"runs in namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
+        if no_data:
+            complete = False
+            notes.append(f"{len(no_data)} task(s) have no artifact data in the datastore "
+                         f"at {backend.store.root}: still running, or stored under another datastore root")
         result = ArtifactSearch(
             flow=fl,
             hits=hits,
@@ -279,9 +265,10 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
             for ti, task in enumerate(tasks):
                 if (ri, si, ti) < resume[:3]:
                     continue
-                yield (ri, si, ti, -1), None, None
+                _deadline.check("search_artifacts")
                 tps = sps.child(task)
                 att = latest_attempt(backend.store, tps, with_data=True)
+                yield (ri, si, ti, -1), None if att is None else str(tps), None
                 if att is None:
                     continue
                 for ai, info in enumerate(artifact_infos(data_index(backend.store, tps, att))):
@@ -289,8 +276,8 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
                         yield (ri, si, ti, ai), str(tps), info
 
 
-def _match(a: ArtifactInfo, name: str, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
-    if not fnmatch.fnmatchcase(a.name, name):
+def _match(a: ArtifactInfo, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
+    if not glob.match(a.name):
         return False
     if min_size is not None and (a.size is None or a.size < min_size):
         return False
@@ -343,7 +330,7 @@ def artifact_values(
         until: Runs created before: ISO-8601 or relative.
         namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
     """
-    with metered() as meter:
+    with call() as meter:
         fl = Pathspec.parse(flow, "flow").flow
         if not isinstance(name, str) or not name:
             raise BadInput("name is required", hint="pass the artifact's name, e.g. name='accuracy'")

@@ -7,7 +7,6 @@ Everything here takes a `Datastore` and a task `Pathspec`: no backend, no metada
 from __future__ import annotations
 
 import json
-import pickle
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ from ._datastore import Datastore
 from ._errors import AgentError, BackendError, NotFound, TooLarge
 from ._inputs import check_limit
 from ._pathspec import Pathspec
-from ._unpickle import loads_restricted
+from ._unpickle import loads
 
 if TYPE_CHECKING:
     from .backends.base import MetadataBackend
@@ -123,53 +122,35 @@ def attempt_ended(store: Datastore, task: Pathspec, attempt: int) -> tuple[bool,
     return True, rc if isinstance(rc, int) and not isinstance(rc, bool) else None
 
 
-def _internal(store: Datastore, task: Pathspec, attempt: int, name: str, allow: dict[tuple[str, str], Any]) -> Any:
-    """One of Metaflow's own small artifacts of an attempt, unpickled with `allow` only; None when absent or unreadable."""
+def _internal(store: Datastore, task: Pathspec, attempt: int, name: str) -> Any:
+    """One of Metaflow's own small artifacts of an attempt, through the allow-list unpickler;
+    None when absent or unreadable."""
     try:
         sha = data_index(store, task, attempt).get("objects", {}).get(name)
         if not sha:
             return None
-        return loads_restricted(load_blob(store, task.flow, sha, max_bytes=INTERNAL_BLOB_CAP), allow)
-    except (AgentError, pickle.UnpicklingError, EOFError, OSError, ValueError):
+        return loads(load_blob(store, task.flow, sha, max_bytes=INTERNAL_BLOB_CAP))
+    except (AgentError, OSError, ValueError):
         return None
-
-
-def _exception_wrapper() -> dict[tuple[str, str], Any]:
-    from metaflow.exception import MetaflowExceptionWrapper
-
-    return {("metaflow.exception", "MetaflowExceptionWrapper"): MetaflowExceptionWrapper}
 
 
 def task_exception(store: Datastore, task: Pathspec, attempt: int) -> dict[str, str | None] | None:
     """type/message/stacktrace of an attempt's `_exception`, or None when absent."""
-    obj = _internal(store, task, attempt, "_exception", _exception_wrapper())
+    obj = _internal(store, task, attempt, "_exception")
     state = getattr(obj, "__dict__", None) or {}
     if not state.get("type"):
         return None
     return {"type": state.get("type"), "message": state.get("exception"), "stacktrace": state.get("stacktrace")}
 
 
-class _Frame(tuple):
-    """Stand-in for a foreach frame (step, var, num_splits, index, value): its class
-    lives in the flow's own module, which is not importable here."""
-
-    def __new__(cls, *fields: Any) -> _Frame:
-        return tuple.__new__(cls, fields)
-
-
-class _AnyFrame(dict[tuple[str, str], Any]):  # answers ("any module", "ForeachFrame") with _Frame
-    def get(self, key: Any, default: Any = None) -> Any:
-        return _Frame if isinstance(key, tuple) and key[-1] == "ForeachFrame" else default
-
-
 def foreach_position(store: Datastore, task: Pathspec, attempt: int) -> str | None:
     """'items=3' (var=value per level, like the foreach-stack metadata) from `_foreach_stack`."""
-    frames = _internal(store, task, attempt, "_foreach_stack", _AnyFrame())
+    frames = _internal(store, task, attempt, "_foreach_stack")
     parts = [f"{f[1]}={f[4]}" for f in frames or [] if isinstance(f, tuple) and len(f) >= 5 and f[1] and f[4] is not None]
     return ",".join(parts) or None
 
 
 def graph_info(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any] | None:
     """The run's `_graph_info` (a plain dict of steps and decorators) as saved by one of its tasks."""
-    graph = _internal(store, task, attempt, "_graph_info", {})
+    graph = _internal(store, task, attempt, "_graph_info")
     return graph if isinstance(graph, dict) else None

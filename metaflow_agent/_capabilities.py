@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._backend import get_backend
 from ._config import LIMITS
-from ._cost import metered
+from ._cost import call
 from ._models import Capabilities, Cost
 
 
@@ -14,7 +14,7 @@ def capabilities() -> Capabilities:
     On a service, filters and cursors are detected by probing (once per
     URL), never read from the version string.
     """
-    with metered() as meter:
+    with call() as meter:
         backend = get_backend()
         facts = backend.capabilities()
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from . import _config
 from ._backend import Backend, get_backend
-from ._cost import metered
+from ._cost import call
 from ._models import ArtifactDiff, ArtifactInfo, Cost, RunComparison
 from ._outcomes import run_status
 from ._pathspec import Pathspec
@@ -40,7 +40,7 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
         run_b: Second run pathspec 'Flow/RunId'.
         include_private: Also compare Metaflow's own artifacts (names starting with _).
     """
-    with metered() as meter:
+    with call() as meter:
         a, b = Pathspec.parse(run_a, "run"), Pathspec.parse(run_b, "run")
         backend = get_backend()
         recs = [backend.meta.get_run(p) for p in (a, b)]

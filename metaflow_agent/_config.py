@@ -138,6 +138,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "flow_budget": (200, 5000),
     "tasks": (100, 5000),
     "value_runs": (3, 50),
+    "service_body_bytes": (32 * 1024 * 1024, 1024 * 1024 * 1024),  # one metadata-service answer
 }
 
 

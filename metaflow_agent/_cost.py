@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ._deadline import deadline
+
 
 @dataclass
 class RequestRecord:
@@ -88,6 +90,13 @@ def metered() -> Iterator[CostMeter]:
         yield meter
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def call() -> Iterator[CostMeter]:
+    """One public query: its meter (shared with an outer block) and its deadline (METAFLOW_AGENT_DEADLINE_S)."""
+    with deadline(), metered() as meter:
+        yield meter
 
 
 def add_cost_hook(hook: Callable[[str, str, str, int], None]) -> None:

@@ -9,7 +9,7 @@ from pydantic import JsonValue
 from . import _config
 from ._backend import Backend, get_backend
 from ._blobs import attempt_ended
-from ._cost import metered
+from ._cost import call
 from ._errors import AgentError
 from ._inputs import check_limit, iso
 from ._logs import task_logs
@@ -53,7 +53,7 @@ def diagnose_run(run: str, *, tasks: int = 3, lines: int = 10, max_bytes: int = 
         lines: Log lines per task.
         max_bytes: Size of the whole answer as JSON, at most.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(run, "run")
         tasks = check_limit("tasks", tasks, low=1, high=20)
         lines = check_limit("lines", lines, low=0, high=200)

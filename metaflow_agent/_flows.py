@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from . import _config
 from ._backend import get_backend
-from ._cost import metered
-from ._inputs import DEFAULT_NAMESPACE, check_limit, cursor_offset, iso, make_cursor, open_cursor, query_key, resolve_namespace
+from ._cost import call
+from ._cursor import cursor_offset, make_cursor, open_cursor, query_key
+from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, resolve_namespace
 from ._models import Cost, FlowInfo, FlowList
 from ._outcomes import settle_run
 from ._records import RunQuery, RunRecord
@@ -22,7 +23,7 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
         limit: Most flows to return.
         cursor: next_cursor of the previous page.
     """
-    with metered() as meter:
+    with call() as meter:
         limit = check_limit("limit", limit, low=1, high=_config.cap("flows"))
         ns = resolve_namespace(namespace)
         key = query_key(namespace)

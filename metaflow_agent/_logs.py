@@ -7,18 +7,19 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from . import _config
+from . import _config, _deadline
 from ._backend import get_backend
 from ._blobs import resolve_attempt
-from ._cost import metered
+from ._cost import call
 from ._datastore import Datastore
 from ._errors import BadInput, NotFound
-from ._inputs import check_limit, compile_pattern
+from ._inputs import check_limit
 from ._models import Cost, LogLine, Stream, TaskLog
 from ._pathspec import Pathspec
+from ._regex import LINE_CHARS, LineCutter, Pattern, compile_pattern
 from ._text import cut
 
-_MFLOG = re.compile(rb"^(?:\[!)?\[MFLOG\|\d\|([^|\]]+)\|[^|\]]*\|[^\]]*\](.*)$", re.S)
+_MFLOG = re.compile(rb"^(?:\[!)?\[MFLOG\|\d\|([^|\]]+)\|[^|\]]*\|[^\]]*\](.*)$", re.DOTALL)
 _SOURCES = ("runtime", "task")  # <attempt>.<source>_<stream>.log, merged like the Client does
 _CHUNK = 16 * 1024
 _GREP_CHUNK = 1 << 20
@@ -119,13 +120,13 @@ def task_logs(
         stream: Which log; 'both' merges them in time order, each line labelled.
         tail: Last N lines.
         head: First N lines.
-        grep: Regular expression; returns matching lines with context.
+        grep: Regular expression (RE2 syntax: no backreferences or lookaround); returns matching lines with context.
         context: Lines around each grep match.
         max_matches: Stop grep after this many matches.
         attempt: Attempt number; default the latest.
         max_bytes: Most bytes read; grep says where it stopped.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(task, "task")
         if stream not in ("stdout", "stderr", "both"):
             raise BadInput(f"stream={stream!r}", hint="use stream='stdout', 'stderr' or 'both'")
@@ -197,41 +198,40 @@ def task_logs(
         )
 
 
-def _grep(store: Datastore, files: list[LogFile], pattern: re.Pattern[str], context: int,
+def _grep(store: Datastore, files: list[LogFile], pattern: Pattern, context: int,
           max_matches: int, budget: int, line_chars: int, both: bool) -> tuple[list[LogLine], int, bool, list[str]]:
+    """Matching lines with context, reading chunks; a line is matched on its first LINE_CHARS bytes."""
     out: list[LogLine] = []
     matches = 0
     read = 0
     truncated = False
     notes: list[str] = []
+    long_lines = 0
     for rel, size, label in files:
         stream = label if both else None
-        offset, lineno, carry = 0, 0, b""
+        offset, lineno = 0, 0
+        cutter = LineCutter(LINE_CHARS)
         before: list[_Line] = []
         after_left = 0
-        while offset < size:
-            if read >= budget:
+        while True:
+            _deadline.check("task_logs grep")
+            if offset < size and read >= budget:
                 truncated = True
                 notes.append(f"stopped after max_bytes={budget}; {size - offset} bytes of {rel.rsplit('/', 1)[-1]} not scanned")
                 break
-            data = store.read(rel, offset, min(_GREP_CHUNK, budget - read))
-            if not data:
-                break
+            data = store.read(rel, offset, min(_GREP_CHUNK, budget - read)) if offset < size else b""
             offset += len(data)
             read += len(data)
-            pieces = (carry + data).split(b"\n")
-            carry = pieces.pop() if offset < size else b""
-            if offset >= size and pieces and pieces[-1] == b"":
-                pieces.pop()
-            for raw in pieces:
+            done = not data
+            pieces = cutter.feed(data) if data else cutter.finish()
+            for raw, _dropped in pieces:
                 lineno += 1
-                ln = _parse(raw, None)  # match on the whole line, return it cut
-                ln.n, hit, ln.text = lineno, bool(pattern.search(ln.text)), cut(ln.text, line_chars)
+                ln = _parse(raw, None)  # match on the kept part of the line, return it cut
+                ln.n, hit, ln.text = lineno, pattern.search(ln.text), cut(ln.text, line_chars)
                 if hit:
                     if matches >= max_matches:
-                        truncated = True
                         notes.append(f"more than max_matches={max_matches} matches; raise it or narrow the pattern")
-                        return out, read, truncated, notes
+                        return out, read, True, notes
                     matches += 1
                     out += [LogLine(n=b.n, text=b.text, stream=stream) for b in before]
                     before = []
@@ -242,6 +242,11 @@ def _grep(store: Datastore, files: list[LogFile], pattern: re.Pattern[str], cont
                     after_left -= 1
                 elif context:
                     before = (before + [ln])[-context:]
+            if done:
+                break
+        long_lines += cutter.cut
         if len(files) > 1:
             notes.append(f"{rel.rsplit('/', 1)[-1]}: line numbers are per file")
+    if long_lines:
+        notes.append(f"{long_lines} line(s) longer than {LINE_CHARS} bytes were matched on their first {LINE_CHARS} bytes only")
     return out, read, truncated, notes

@@ -6,17 +6,15 @@ import statistics
 
 from . import _config
 from ._backend import Backend, get_backend
-from ._cost import metered
+from ._cost import CostMeter, call
+from ._cursor import make_cursor, open_cursor, query_key
 from ._errors import BadCursor, BadInput
 from ._inputs import (
     DEFAULT_NAMESPACE,
     check_limit,
     check_tags,
     iso,
-    make_cursor,
-    open_cursor,
     parse_time,
-    query_key,
     resolve_namespace,
 )
 from ._models import (
@@ -31,8 +29,14 @@ from ._models import (
     StepSummary,
     TaskTime,
 )
-from ._cost import CostMeter
-from ._outcomes import Assessment, assess, finish, first_decided_failure, first_failure, settle_run
+from ._outcomes import (
+    Assessment,
+    assess,
+    finish,
+    first_decided_failure,
+    first_failure,
+    settle_run,
+)
 from ._pathspec import Pathspec
 from ._records import DecidedStats, DecidedSummary, RunQuery, RunRecord, StepOutcomes
 from ._states import RUN_STATES, RunState
@@ -95,7 +99,7 @@ def list_runs(
         limit: Most runs to return.
         cursor: next_cursor of the previous page.
     """
-    with metered() as meter:
+    with call() as meter:
         fl = Pathspec.parse(flow, "flow").flow
         limit = check_limit("limit", limit, low=1, high=_config.cap("runs"))
         wanted = _state(status)
@@ -168,7 +172,7 @@ def run_summary(run: str) -> RunSummary:
     Args:
         run: Run pathspec 'Flow/RunId'.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(run, "run")
         backend = get_backend()
         decided = backend.meta.decided_summary(ps)
@@ -314,7 +318,7 @@ def run_stats(
         per_step: Add each step's failures and durations (newest 20 runs).
         namespace: e.g. 'user:alice'; 'default' is yours (user:<you>); null: all users.
     """
-    with metered() as meter:
+    with call() as meter:
         names = [flows] if isinstance(flows, str) else flows
         if not isinstance(names, list) or not names:
             raise BadInput("flows must be a flow name or a list of them", hint="e.g. flows='TrainFlow' or flows=['TrainFlow', 'ScoreFlow']")

@@ -5,11 +5,28 @@ from __future__ import annotations
 from . import _config
 from ._backend import Backend, get_backend
 from ._blobs import attempt_ended, attempt_times, foreach_position, latest_attempt
-from ._cost import metered
+from ._cost import call
+from ._cursor import cursor_offset, make_cursor, open_cursor, query_key
 from ._errors import AgentError, BadInput
-from ._inputs import check_limit, cursor_offset, iso, make_cursor, open_cursor, query_key
-from ._models import AttemptTime, Cost, Detail, FailedTask, FailedTaskList, ProblemKind, TaskInfo, TaskList
-from ._outcomes import DETAIL_BUDGET, KIND_STATE, Assessment, assess, exception_of, short_type
+from ._inputs import check_limit, iso
+from ._models import (
+    AttemptTime,
+    Cost,
+    Detail,
+    FailedTask,
+    FailedTaskList,
+    ProblemKind,
+    TaskInfo,
+    TaskList,
+)
+from ._outcomes import (
+    DETAIL_BUDGET,
+    KIND_STATE,
+    Assessment,
+    assess,
+    exception_of,
+    short_type,
+)
 from ._pathspec import Pathspec
 from ._records import AttemptInfo, DecidedTask, TaskDetail, task_order
 from ._states import TASK_STATES, TaskState
@@ -36,7 +53,7 @@ def failed_tasks(
         include_retried: Also list retried_ok tasks (recovered, not failures).
         detail: 'brief' drops tracebacks (many tasks per answer); 'full' keeps them.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(run, "run")
         limit = check_limit("limit", limit, low=1, high=_config.cap("failed_tasks"))
         if detail not in ("brief", "full"):
@@ -169,7 +186,7 @@ def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = N
         limit: Most tasks to return.
         cursor: next_cursor of the previous page.
     """
-    with metered() as meter:
+    with call() as meter:
         ps = Pathspec.parse(run, "run")
         if step is not None:
             step = Pathspec.parse(f"{ps}/{step}", "step").step

@@ -1,26 +1,23 @@
 """Small artifact values as JSON: numbers, strings, short lists and dicts, and nothing else.
 
 Read from the task's data index (size and type first: nothing large is loaded), decoded with
-the restricted unpickler (no code runs), then converted to plain JSON within a size bound.
+the allow-list unpickler (no code runs), then converted to plain JSON within a size bound.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import pickle
 from typing import Any
 
 from ._blobs import data_index, latest_attempt, load_blob
 from ._datastore import Datastore
-from ._errors import AgentError
+from ._errors import AgentError, NotAllowed
 from ._models import ArtifactInfo
 from ._pathspec import Pathspec
-from ._unpickle import loads_restricted
+from ._repr import small_json
+from ._unpickle import loads
 
 VALUE_BYTES = 4096  # stored size up to which a value is loaded to be shown
 JSON_CHARS = 1000  # longest JSON form shown
-_SCALARS = (bool, int, float, str, type(None))
 
 
 def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
@@ -57,34 +54,12 @@ def plain_value(store: Datastore, flow: str, info: ArtifactInfo | None) -> tuple
     if info.encoding and not str(info.encoding).startswith("pickle"):
         return None, f"encoding {info.encoding} is not decoded here"
     try:
-        value = loads_restricted(load_blob(store, flow, info.sha, max_bytes=VALUE_BYTES * 4))
-    except pickle.UnpicklingError:
+        value = loads(load_blob(store, flow, info.sha, max_bytes=VALUE_BYTES * 4))
+    except NotAllowed:
         return None, f"type {info.type or '?'} is not a plain value (artifact_preview shows a summary)"
-    except (AgentError, EOFError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
-        return None, f"could not be read: {type(exc).__name__}"
-    plain = to_json(value)
-    if plain is _NOT_PLAIN:
-        return None, f"type {info.type or type(value).__name__} is not a plain value"
-    if len(json.dumps(plain)) > JSON_CHARS:
-        return None, f"longer than {JSON_CHARS} characters as JSON (artifact_preview shows a summary)"
-    return plain, None
-
-
-_NOT_PLAIN = object()
-
-
-def to_json(value: Any, depth: int = 0) -> Any:
-    """A JSON-compatible copy of numbers, strings, lists, tuples and str-keyed dicts (bounded)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, _SCALARS):
-        return value
-    if depth >= 4:
-        return _NOT_PLAIN
-    if isinstance(value, (list, tuple)) and len(value) <= 100:
-        items = [to_json(v, depth + 1) for v in value]
-        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else items
-    if isinstance(value, dict) and len(value) <= 100 and all(isinstance(k, str) for k in value):
-        out = {k: to_json(v, depth + 1) for k, v in value.items()}
-        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in out.values()) else out
-    return _NOT_PLAIN
+    except AgentError as exc:
+        return None, f"could not be read: {exc.message}"
+    small = small_json(value, max_chars=JSON_CHARS)
+    if small.get("kind") != "json":
+        return None, f"type {info.type or small.get('type')} is not a plain value, or longer than {JSON_CHARS} characters as JSON"
+    return small.get("value"), None

@@ -11,6 +11,8 @@ parameters or docs by hand.
 
 Exit codes: 0 answer, 2 bad input or any `AgentError` (message and hint on
 stderr), 1 an unexpected error (set METAFLOW_AGENT_DEBUG=1 for the traceback).
+Every query command ends by its deadline (METAFLOW_AGENT_DEADLINE_S, default
+30 s) with DeadlineExceeded and exit code 2, even when stuck in C code.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
-from . import AgentError, __version__, function_doc
+from . import AgentError, __version__, _deadline, function_doc
 from ._config import debug
 from .render import render_text, to_json
 
@@ -176,6 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_args(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_AGENT_ERROR
+    if ns.command == "demo":  # runs flows: minutes, not a query
+        return _run(ns)
+
+    def timed_out(exc: AgentError) -> int:
+        _report_error(exc, ns.json)
+        return EXIT_AGENT_ERROR
+
+    return _deadline.run_with_hard_stop(lambda: _run(ns), _deadline.default_seconds(), timed_out)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    """One command, its answer on stdout; typed errors on stderr."""
     try:
         if ns.command == "demo":
             from .demo import run_demo

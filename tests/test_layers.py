@@ -18,8 +18,10 @@ PROVIDER = "metaflow_extensions.agent.plugins.agent_metadata"
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS: list[list[str]] = [
     ["metaflow_agent._errors", "metaflow_agent._text", "metaflow_agent._states", "metaflow_agent._config", "metaflow_agent._cost",
-     "metaflow_agent._liveness", "metaflow_agent._docs"],
-    ["metaflow_agent._pathspec", "metaflow_agent._inputs", "metaflow_agent._unpickle"],
+     "metaflow_agent._liveness", "metaflow_agent._docs", "metaflow_agent._deadline", "metaflow_agent._regex", "metaflow_agent._repr",
+     "metaflow_agent._cursor"],
+    ["metaflow_agent._pathspec", "metaflow_agent._inputs", "metaflow_agent._unpickle", "metaflow_agent._httpread",
+     "metaflow_agent._sandbox", "metaflow_agent._sandbox_child"],
     ["metaflow_agent._records", "metaflow_agent._models", "metaflow_agent._datastore"],
     ["metaflow_agent.backends", "metaflow_agent.backends.base"],
     ["metaflow_agent.backends.local", f"{PROVIDER}.transport", f"{PROVIDER}.capabilities", f"{PROVIDER}.query_client",

@@ -50,8 +50,8 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "Unpickler", boom)
-    monkeypatch.setattr(_unpickle._Restricted, "load", boom)
-    monkeypatch.setattr(_unpickle, "loads_any", boom)
+    monkeypatch.setattr(_unpickle.SafeUnpickler, "load", boom)
+    monkeypatch.setattr(_unpickle, "loads", boom)
     monkeypatch.setattr(_blobs, "load_blob", boom)
     blob_reads: list[str] = []
 
@@ -359,7 +359,7 @@ def test_compare_loads_no_big_blob(local_runs):
 
 
 def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
-    """The flow's own class is not importable here: a BackendError with a hint, not a traceback."""
+    """The flow's own class is not on the allow-list: NotAllowed naming it, with what to do instead."""
     from metaflow_agent._backend import get_backend
     from metaflow_agent._pathspec import Pathspec
 
@@ -367,9 +367,9 @@ def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
     task = get_backend().meta.list_tasks(Pathspec(flow, run, "start"))[0]
     listed = {a.name: a for a in ma.list_artifacts(f"{local_runs.art_a}/start/{task}").artifacts}
     assert listed["opaque"].type == "__main__.Opaque"  # known without unpickling
-    with pytest.raises(ma.BackendError) as exc:
+    with pytest.raises(ma.NotAllowed) as exc:
         ma.artifact_preview(f"{local_runs.art_a}/start/{task}", "opaque")
-    assert "not importable" in exc.value.message and "list_artifacts" in exc.value.hint
+    assert "__main__.Opaque" in exc.value.message and "list_artifacts" in exc.value.hint and "unsafe=True" in exc.value.hint
 
 
 def test_search_outside_the_runs_namespace_says_how_to_widen(local_runs):

@@ -189,12 +189,12 @@ async def test_budget_cut_of_a_tail_keeps_the_last_lines(local_runs: Any) -> Non
 
 async def test_budget_clips_long_strings(local_runs: Any) -> None:
     budget = 1024
-    args = {"task": task_of(local_runs, local_runs.art_a, "start"), "name": "numbers", "max_chars": 5000}
+    args = {"task": task_of(local_runs, local_runs.art_a, "start"), "name": "blob", "max_chars": 5000}
     result = await call(build_server(budget=budget), "artifact_preview", args)
     data = result.structured_content
     assert len(result.content[0].text.encode()) <= budget
     assert data["truncated"] is True
-    assert data["repr"].startswith("[0, 1, 2") and data["repr"].endswith("998, 999]")  # both ends kept
+    assert data["repr"].startswith("b'\\x00\\x01") and data["repr"].endswith("…")  # both ends of the 5,000-char repr kept
     assert "chars cut]" in data["repr"]
 
 
@@ -232,6 +232,7 @@ async def test_unexpected_exception_is_one_line_without_traceback(monkeypatch: p
     def broken() -> None:
         raise RuntimeError("disk on fire\nTraceback (most recent call last):\n  File x")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr("metaflow_agent._runs.get_backend", broken)
     result = await call(build_server(), "run_summary", {"run": "HelloFlow/1"})
     assert result.is_error
@@ -255,6 +256,7 @@ async def test_no_global_namespace(local_runs: Any, monkeypatch: pytest.MonkeyPa
     def forbidden(*a: Any, **k: Any) -> None:
         raise AssertionError("metaflow.namespace() must not be called")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr(metaflow, "namespace", forbidden)
     for args in ({"flow": "HelloFlow"}, {"flow": "HelloFlow", "namespace": None}):
         result = await call(build_server(), "list_runs", args)

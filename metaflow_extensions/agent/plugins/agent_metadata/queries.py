@@ -50,18 +50,30 @@ RECENT_ROWS = 50  # newest metadata rows of a run read to date its end and spot 
 RECENT_LOOKUPS = 20  # runs per call whose newest metadata rows are read
 
 
-def rows_of(reply: Reply, what: str) -> list[Any]:
-    """A list body, or ServiceProtocolError when the service sent something else."""
-    if reply.body is None:
-        return []
-    if not isinstance(reply.body, list):
-        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected a list", hint="the service or a proxy in front of it is misbehaving")
-    return reply.body
+def rows_of(reply: Reply, what: str, need: str | None = None, *, item: type = dict) -> list[Any]:
+    """A list body whose items are all `item`s (with key `need`); ServiceProtocolError otherwise.
+
+    The service answers every list route with a JSON list, `[]` when empty: a null or
+    empty body, or rows of another shape, mean something between us and the database is
+    wrong, and reading them as "no rows" would be a silent wrong answer.
+    """
+    body = reply.body
+    if not isinstance(body, list):
+        sent = "an empty body" if body is None else f"a {type(body).__name__}"
+        raise ServiceProtocolError(f"metadata service sent {sent} for {what}, expected a list", hint=_MISBEHAVING)
+    for row in body:
+        if not isinstance(row, item) or (need is not None and not (isinstance(row, dict) and need in row)):
+            shown = type(row).__name__ if not isinstance(row, dict) else f"a row without {need!r}"
+            raise ServiceProtocolError(f"metadata service sent {shown} in {what}", hint=_MISBEHAVING)
+    return body
+
+
+_MISBEHAVING = "the service or a proxy in front of it is misbehaving; retry, then check the service logs"
 
 
 def object_of(reply: Reply, what: str) -> dict[str, Any]:
     if not isinstance(reply.body, dict):
-        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected an object", hint="the service or a proxy in front of it is misbehaving")
+        raise ServiceProtocolError(f"metadata service sent {type(reply.body).__name__} for {what}, expected an object", hint=_MISBEHAVING)
     return reply.body
 
 
@@ -137,7 +149,7 @@ class ServiceQueries(MetadataBackend):
         if self.caps.cursors:
             rows, _ = self._pages("/flows", {"_limit": MAX_PAGE}, want=MAX_PAGE * MAX_PAGES)
         else:
-            rows = rows_of(self._get("/flows"), "flows")
+            rows = rows_of(self._get("/flows"), "flows", "flow_id")
         return sorted({str(r["flow_id"]) for r in rows if isinstance(r, dict) and r.get("flow_id")})
 
     def check_flow(self, flow: str) -> None:
@@ -165,7 +177,7 @@ class ServiceQueries(MetadataBackend):
         if self.caps.filters:
             scan = self._scan_server(flow, query, limit, after, budget, server_cursor, decide)
         else:
-            rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}")
+            rows = rows_of(self._get(f"/flows/{flow}/runs"), f"runs of {flow}", "run_number")
             records = sorted((RunRecord.from_row(flow, r) for r in rows if isinstance(r, dict)),
                              key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
 
@@ -212,7 +224,7 @@ class ServiceQueries(MetadataBackend):
             page = dict(params)
             for _ in range(MAX_PAGES):
                 reply = self._get(path, page)
-                rows = [r for r in rows_of(reply, path) if isinstance(r, dict)]
+                rows = rows_of(reply, path, "run_number")
                 nxt = reply.header("x-next-cursor") or ""
                 for i, row in enumerate(rows):
                     yield Listed(RunRecord.from_row(flow, row), nxt if i == len(rows) - 1 else None)
@@ -283,7 +295,7 @@ class ServiceQueries(MetadataBackend):
             if key not in memo and not self._spend_recent(run):
                 return None
             reply = self._get(_path(run.pathspec) + "/metadata", {"_limit": RECENT_ROWS})
-            memo[key] = [r for r in rows_of(reply, "run metadata") if isinstance(r, dict) and isinstance(r.get("ts_epoch"), int)]
+            memo[key] = [r for r in rows_of(reply, "run metadata", "field_name") if isinstance(r.get("ts_epoch"), int)]
         found: list[dict[str, Any]] = memo[key]
         return found
 
@@ -327,7 +339,7 @@ class ServiceQueries(MetadataBackend):
 
     # --- steps and tasks -------------------------------------------------------------
     def list_steps(self, run: Pathspec) -> list[str]:
-        rows = [r for r in rows_of(self._get(_path(run) + "/steps"), f"steps of {run}") if isinstance(r, dict)]
+        rows = rows_of(self._get(_path(run) + "/steps"), f"steps of {run}", "step_name")
         if not rows:
             self.get_run(run)
         rows = sorted((r for r in rows if r.get("step_name") != "_parameters"), key=lambda r: (r.get("ts_epoch") or 0, str(r.get("step_name"))))
@@ -341,9 +353,12 @@ class ServiceQueries(MetadataBackend):
         path = _path(step) + "/filtered_tasks"
         if self.caps.filtered_tasks is not False:
             reply = self._get(path, {"metadata_field_name": field, "pattern": pattern}, ok404=True)
-            if reply.status != 404 or isinstance(reply.body, dict):
+            if reply.status == 404 and reply.body is not None and not isinstance(reply.body, str):
+                # The route answers a list, even for an unknown step; a JSON 404 is not "no tasks".
+                raise ServiceProtocolError(f"metadata service answered 404 with JSON for {path}", hint=_MISBEHAVING)
+            if reply.status != 404:
                 self.caps.filtered_tasks = True
-                return {str(p).rsplit("/", 1)[-1] for p in rows_of(reply, path)} if reply.status != 404 else set()
+                return {p.rsplit("/", 1)[-1] for p in rows_of(reply, path, item=str)}
             self.caps.filtered_tasks = False
             self.caps.notes.append("filtered_tasks route missing (service < 2.5.0): per-task metadata fallback")
         import re
@@ -357,7 +372,7 @@ class ServiceQueries(MetadataBackend):
             )
         hits = set()
         for task in tasks:
-            rows = rows_of(self._get(_path(step.child(task)) + "/metadata"), "task metadata")
+            rows = rows_of(self._get(_path(step.child(task)) + "/metadata"), "task metadata", "field_name")
             if any(r.get("field_name") == field and rx.search(str(r.get("value"))) for r in rows):
                 hits.add(task)
         return hits
@@ -416,8 +431,7 @@ class ServiceQueries(MetadataBackend):
 
     def _task_rows(self, step: Pathspec) -> list[dict[str, Any]]:
         """Every task row of a step (unfiltered: both generations send the whole list)."""
-        rows = rows_of(self._get(_path(step) + "/tasks"), f"tasks of {step}")
-        return [r for r in rows if isinstance(r, dict) and "task_id" in r]
+        return rows_of(self._get(_path(step) + "/tasks"), f"tasks of {step}", "task_id")
 
     def failed_tasks_of(self, step: Pathspec) -> set[str]:
         return self.filtered_tasks(step, "attempt_ok", "False")
@@ -433,7 +447,7 @@ class ServiceQueries(MetadataBackend):
         reply = self._get(_path(task) + "/metadata", ok404=True)
         if reply.status == 404:
             self.check_task(task)
-        rows = [r for r in reply.body if isinstance(r, dict)] if isinstance(reply.body, list) else []
+        rows = rows_of(reply, f"metadata of {task}", "field_name")
         if not rows:
             self.check_task(task)
         detail = detail_from_rows(rows)

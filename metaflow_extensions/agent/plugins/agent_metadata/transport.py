@@ -1,7 +1,11 @@
 """HTTP to the metadata service: GET only, counted, bounded retries, typed errors.
 
-Counting happens in an HTTPAdapter, so the same adapter can be mounted on
-Metaflow's own client session to measure what the Client API spends.
+Every GET runs within the call's deadline: socket timeouts shrink to the time
+left, retries stop when it is spent, and the body is streamed with a size cap
+(`read_body`), so a service that drips bytes or answers gigabytes cannot hold a
+call. Counting happens in an HTTPAdapter, so the same adapter can be mounted on
+Metaflow's own client session to measure what the Client API spends; our own
+streamed GETs are counted once their body is read.
 """
 
 from __future__ import annotations
@@ -15,20 +19,26 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from metaflow_agent import _config, _deadline
 from metaflow_agent._cost import current_meter
-from metaflow_agent._errors import BadInput, NotFound, ServiceProtocolError, ServiceUnavailable
+from metaflow_agent._errors import BadInput, DeadlineExceeded, NotFound, ServiceProtocolError, ServiceUnavailable, TooLarge
+from metaflow_agent._httpread import read_body
 
 RETRY_STATUSES = (502, 503, 504)
 BACKOFF_S = (0.2, 0.6, 1.5)  # bounded: at most len(BACKOFF_S) retries
-TIMEOUT_S = (3.05, 30.0)  # connect, read
+TIMEOUT_S = (3.05, 30.0)  # connect, read (each cut to the call's time left)
 
 
 class CountingAdapter(HTTPAdapter):
-    """Records every request and its response bytes in the active cost meter."""
+    """Records every request and its response bytes in the active cost meter.
+
+    A streamed request (ours) is left to its reader to record, once the body's size is known.
+    """
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # HTTPAdapter.send takes its options positionally too
         resp = super().send(request, **kwargs)
-        current_meter().add_request(request.method or "?", request.url or "", resp.status_code, len(resp.content))
+        if not kwargs.get("stream"):
+            current_meter().add_request(request.method or "?", request.url or "", resp.status_code, len(resp.content))
         return resp
 
 
@@ -94,9 +104,26 @@ class ServiceTransport:
         url = self.url + path + encode_query(params)
         last: Exception | None = None
         for attempt in range(len(BACKOFF_S) + 1):
+            what = f"the metadata service's answer to {path}"
             try:
-                resp = self.session.get(url, headers=self.headers, timeout=TIMEOUT_S)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                read_s = _deadline.timeout(TIMEOUT_S[1], f"waiting for {path}")
+                resp = self.session.get(url, headers=self.headers, timeout=(min(TIMEOUT_S[0], read_s), read_s), stream=True)
+                body = b""
+                try:
+                    body = read_body(resp, cap=_config.default("service_body_bytes"), what=what)
+                except TooLarge as exc:
+                    raise TooLarge(
+                        exc.message,
+                        hint="an unfiltered list on an older service (about 400 bytes a run): deploy the query service, "
+                        "narrow the question, or raise METAFLOW_AGENT_SERVICE_BODY_BYTES",
+                    ) from None
+                finally:
+                    current_meter().add_request("GET", url, resp.status_code, len(body))
+                    resp.close()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                _deadline.check(f"waiting for {path}")  # a timeout shortened by the deadline is the deadline's
+                last = exc
+            except ServiceUnavailable as exc:  # the body broke off
                 last = exc
             except requests.RequestException as exc:
                 raise ServiceProtocolError(
@@ -105,9 +132,15 @@ class ServiceTransport:
                 ) from None
             else:
                 if resp.status_code not in RETRY_STATUSES or (raw and attempt == len(BACKOFF_S)):
-                    return self._reply(resp, path, ok404, raw)
+                    return self._reply(resp, body, path, ok404, raw)
                 last = ServiceUnavailable(f"metadata service answered {resp.status_code} for {path}")
             if attempt < len(BACKOFF_S):
+                left = _deadline.remaining()
+                if left is not None and left <= BACKOFF_S[attempt]:
+                    raise DeadlineExceeded(
+                        f"no time left to retry {path} within the call's deadline (last: {type(last).__name__})",
+                        hint=f"the metadata service is slow or failing; retry later or raise {_deadline.ENV}",
+                    )
                 time.sleep(BACKOFF_S[attempt])
         kind = "timed out" if isinstance(last, requests.Timeout) else "is not reachable" if isinstance(last, requests.ConnectionError) else "kept failing"
         raise ServiceUnavailable(
@@ -115,9 +148,9 @@ class ServiceTransport:
             hint="check that the service is up and METAFLOW_SERVICE_URL is right; or unset METAFLOW_DEFAULT_METADATA to query local runs",
         )
 
-    def _reply(self, resp: requests.Response, path: str, ok404: bool, raw: bool = False) -> Reply:
+    def _reply(self, resp: requests.Response, data: bytes, path: str, ok404: bool, raw: bool = False) -> Reply:
         headers = {k: v for k, v in resp.headers.items()}
-        text = resp.text
+        text = data.decode(resp.encoding or "utf-8", "replace")
         try:
             body = json.loads(text) if text else None
         except ValueError:
