@@ -104,9 +104,23 @@ async def unknown_prompt_is_invalid_params(ctx: ServerRequestContext[Any, Any], 
     return await call_next(ctx)
 
 
+MAX_PART = 200  # characters of a flow name or run id in the prompt
+
+
+def _run_argument(run: str) -> tuple[str, str]:
+    """(flow, run id) of the prompt's argument; Invalid params for anything else (never echoed whole)."""
+    flow, sep, run_id = run.strip().strip("/").partition("/")
+    parts_ok = all(0 < len(p) <= MAX_PART and p.isprintable() and " " not in p and "/" not in p for p in (flow, run_id))
+    if not sep or not parts_ok:
+        shown = run[:60] + ("…" if len(run) > 60 else "")
+        raise MCPError(code=INVALID_PARAMS, message=f"run must be 'Flow/RunId' (each part at most {MAX_PART} characters), not {shown!r}")
+    return flow, run_id
+
+
 def triage_failed_run(run: str) -> str:
     """Steps to find why a Metaflow run failed, using this server's tools."""
-    flow, _, run_id = run.strip().strip("/").partition("/")
+    flow, run_id = _run_argument(run)
+    run = f"{flow}/{run_id}"
     return f"""Find out why the Metaflow run {run} failed, using the metaflow tools. Every answer is bounded: when one says truncated, follow next_cursor or ask for less instead of raising limits.
 
 1. run_summary(run="{run}") (or resource metaflow://run/{flow}/{run_id}/summary): status, per-step task counts and the first failure.

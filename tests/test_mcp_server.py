@@ -302,6 +302,15 @@ async def test_unknown_prompt_is_invalid_params() -> None:
     assert info.value.error.code == -32602 and "triage_failed_run" in info.value.error.message
 
 
+@pytest.mark.parametrize("run", ["x" * 200_000, "HelloFlow/" + "1" * 300, "HelloFlow", "a b/1", ""])
+async def test_triage_prompt_refuses_what_is_not_a_run(run: str) -> None:
+    """The prompt does not echo its argument: a bad one is Invalid params, with a bounded message."""
+    async with Client(build_server()) as client:
+        with pytest.raises(MCPError) as info:
+            await client.get_prompt("triage_failed_run", {"run": run})
+    assert info.value.error.code == -32602 and len(info.value.error.message) < 300
+
+
 async def test_triage_prompt(local_runs: Any) -> None:
     async with Client(build_server()) as client:
         prompts = (await client.list_prompts()).prompts
