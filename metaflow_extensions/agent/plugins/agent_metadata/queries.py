@@ -220,17 +220,23 @@ class ServiceQueries(MetadataBackend):
             params["_tags:all"] = list(q.tags_all)
         path = f"/flows/{flow}/runs"
 
+        pages_left = [MAX_PAGES]
+        last_cursor = [""]
+
         def listed() -> Iterator[Listed]:
             page = dict(params)
-            for _ in range(MAX_PAGES):
+            while pages_left[0] > 0:
+                pages_left[0] -= 1
                 reply = self._get(path, page)
                 rows = rows_of(reply, path, "run_number")
                 nxt = reply.header("x-next-cursor") or ""
                 for i, row in enumerate(rows):
                     yield Listed(RunRecord.from_row(flow, row), nxt if i == len(rows) - 1 else None)
                 if not nxt:
+                    pages_left[0] = -1  # the listing ended
                     return
                 page = {**page, "_cursor": nxt}
+                last_cursor[0] = nxt
 
         def needs_check(rec: RunRecord) -> bool:
             """Settling costs requests unless master already decided (end ok) or the run is alive."""
@@ -252,6 +258,9 @@ class ServiceQueries(MetadataBackend):
 
         scan = scan_runs(listed(), q, limit=limit, after=after, budget=budget, needs_check=needs_check,
                          settle=settle, note="service filters: status/time/user/tags pushed down, cursors followed")
+        if pages_left[0] == 0 and not scan.more:  # stopped by the page bound, not by the listing's end
+            scan.more, scan.complete, scan.server_cursor = True, False, last_cursor[0]
+            scan.notes.append(f"stopped after {MAX_PAGES} pages of runs; continue with next_cursor")
         if len(late) > bound:
             scan.complete = False
             scan.notes.append(f"{len(late) - bound} runs with a heartbeat {ALIVE_WITHIN_S}-{DEAD_AFTER_S} s old "
