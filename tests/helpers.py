@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(os.environ.get("METAFLOW_AGENT_TEST_ROOT") or tempfile.mkdtemp(prefix="mfagent-tests-"))
 ROOT.mkdir(parents=True, exist_ok=True)
@@ -222,3 +224,26 @@ def raw_cursor(obj) -> str:
     import json
 
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+
+def within(seconds: float, fn: Callable[[], Any], what: str = "the call") -> Any:
+    """fn() on a daemon thread: its result or its exception, or a test failure after `seconds` (a hang)."""
+    import pytest
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{what} still running after {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+

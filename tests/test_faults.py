@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from faults import FaultProxy
+from helpers import within
 from service_double import ServiceDouble
 from service_double.synth import register_simple_run, register_wide_run
 
@@ -54,26 +54,6 @@ def faulty(request: pytest.FixtureRequest, deployment: Any, monkeypatch: pytest.
     deployment.proxy.clear()
     deployment.double.mode = "master"
     reset_backends()
-
-
-def _within(seconds: float, fn: Callable[[], Any]) -> Any:
-    """fn() on a daemon thread; its result or exception, or a test failure after `seconds`."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"still running after {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 # --------------------------------------------------------------------------- the proxy itself
@@ -163,7 +143,7 @@ def test_dripping_service_hits_the_deadline(faulty: Any, monkeypatch: pytest.Mon
     monkeypatch.setenv("METAFLOW_AGENT_DEADLINE_S", "2")
     faulty.proxy.add(r"/steps$", "drip", seconds=1.0)
     with pytest.raises(DeadlineExceeded):
-        _within(8, lambda: ma.run_summary(faulty.bad))
+        within(8, lambda: ma.run_summary(faulty.bad))
 
 
 def test_slow_service_hits_the_deadline(faulty: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,14 +151,14 @@ def test_slow_service_hits_the_deadline(faulty: Any, monkeypatch: pytest.MonkeyP
     faulty.proxy.add(r"/filtered_tasks$", "delay", seconds=3)
     start = time.perf_counter()
     with pytest.raises(DeadlineExceeded):
-        _within(10, lambda: ma.run_summary(faulty.bad))
+        within(10, lambda: ma.run_summary(faulty.bad))
     assert time.perf_counter() - start < 4
 
 
 def test_huge_response_is_refused(faulty: Any) -> None:
     faulty.proxy.add(r"/runs$", "huge", size=40 << 20)
     with pytest.raises((TooLarge, ServiceProtocolError)):
-        _within(20, lambda: ma.list_runs("SynthFault", namespace=None))
+        within(20, lambda: ma.list_runs("SynthFault", namespace=None))
 
 
 # --------------------------------------------------------------------------- the building block for the fix

@@ -14,7 +14,6 @@ import base64
 import inspect
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import metaflow_agent as ma
+from helpers import within
 
 EXAMPLES = int(os.environ.get("MFAGENT_FUZZ_EXAMPLES", "25"))
 TIME_LIMIT_S = 15.0
@@ -112,22 +112,7 @@ def _kwargs(fn: Callable[..., Any], paths: dict[str, list[str]]) -> st.SearchStr
 
 
 def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn(**kwargs)
-        except BaseException as exc:  # judged by the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(TIME_LIMIT_S)
-    if thread.is_alive():
-        pytest.fail(f"{fn.__name__}({_short(kwargs)}) still running after {TIME_LIMIT_S:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return within(TIME_LIMIT_S, lambda: fn(**kwargs), f"{fn.__name__}({_short(kwargs)})")
 
 
 def _short(kwargs: dict[str, Any]) -> str:
