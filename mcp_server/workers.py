@@ -258,7 +258,7 @@ def _outcome(message: dict[str, Any]) -> _budget.Fit:
         exc = cls.__new__(cls)
         AgentError.__init__(exc, str(err.get("message", "")), hint=str(err.get("hint", "")))
         if err.get("name"):
-            exc.name = err["name"]  # type: ignore[attr-defined]
+            exc.name = err["name"]  # type: ignore[attr-defined]  # NotAllowed-style errors carry the name they refer to
         raise exc
     if "overflow" in message:
         raise _budget.Overflow(str(message["overflow"]))

@@ -242,7 +242,7 @@ _TZ_KEY = re.compile(r"^[A-Za-z0-9_+\-]{1,40}(/[A-Za-z0-9_+\-]{1,40}){0,3}$")
 
 def _zoneinfo_unpickle(key: str, from_cache: int) -> zoneinfo.ZoneInfo:
     """ZoneInfo by key; reads only the system time-zone database."""
-    return zoneinfo.ZoneInfo._unpickle(key, from_cache)  # type: ignore[attr-defined]
+    return zoneinfo.ZoneInfo._unpickle(key, from_cache)  # type: ignore[attr-defined]  # private, but how ZoneInfo pickles itself
 
 
 def _zoneinfo_call(ctx: _Ctx, args: tuple) -> None:
@@ -1215,7 +1215,7 @@ def _init_copyreg() -> None:
     import copyreg
 
     global pickle_newobj, pickle_newobj_ex, pickle_reconstructor
-    pickle_newobj, pickle_newobj_ex, pickle_reconstructor = copyreg.__newobj__, copyreg.__newobj_ex__, copyreg._reconstructor  # type: ignore[attr-defined]
+    pickle_newobj, pickle_newobj_ex, pickle_reconstructor = copyreg.__newobj__, copyreg.__newobj_ex__, copyreg._reconstructor  # type: ignore[attr-defined]  # copyreg internals pickles name
 
 
 _init_copyreg()
