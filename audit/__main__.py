@@ -115,6 +115,7 @@ def main() -> int:
     from .trace import MODES, SIZES, service_world, trace
 
     t0 = time.perf_counter()
+    print("audit: registering the data set on a service double on 127.0.0.1 ...", file=sys.stderr, flush=True)
     with service_world() as world:
         print(f"data set registered on the double in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         traces = trace(world)

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("master", "release")
+MODE_NAMES = {"master": "master", "release": "2.5.1"}
 
 # dimension -> sizes; kept small: the whole trace runs in seconds (the consistency test re-runs it)
 SIZES: dict[str, list[int]] = {
@@ -157,7 +158,7 @@ def service_world(tmp: str | None = None) -> Iterator[dict[str, Any]]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            from metaflow_agent._backend import reset_backends
+            from metaflow_agent import reset_backends
 
             reset_backends()
 
@@ -170,18 +171,22 @@ def trace(world: dict[str, Any], plan: list[tuple[str, str]] = PLAN, modes: tupl
     from benchmarks.usecases import RUNNERS
 
     import metaflow_agent as ma
-    from metaflow_agent._backend import reset_backends
+    from metaflow_agent import reset_backends
 
     double = world["double"]
     instrument_metaflow_client()
     probe = _probe(world["ds_root"])
     cache = tempfile.mkdtemp(prefix="mfagent-audit-cache-")
     out = []
+    groups, started = len(modes) * len(plan), time.perf_counter()
     for mode in modes:
         double.mode = mode
         reset_backends()
         ma.capabilities()  # the one-time capability probe is not part of any question
         for usecase, dimension in plan:
+            done = len({(t["mode"], t["usecase"], t["dimension"]) for t in out})
+            print(f"audit: [{done + 1}/{groups}] {MODE_NAMES.get(mode, mode)} service, {usecase} by {dimension} "
+                  f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
             for size in [str(s) for s in SIZES[dimension]]:
                 args = case_args(usecase, dimension, world["data"], size)
                 for contender in ("naive", "ours"):

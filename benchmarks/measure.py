@@ -1,8 +1,8 @@
 """How a question's cost is measured, the same way for all three contenders.
 
-Metadata requests: `metaflow_agent.service.transport.CountingAdapter`, an HTTP
+Metadata requests: `metaflow_extensions.agent.plugins.agent_metadata.transport.CountingAdapter`, an HTTP
 adapter that records every request (method, URL, status, response bytes) into the
-active `metaflow_agent._cost` meter. metaflow_agent sends through it natively; for
+active `metaflow_agent.metered()` meter. metaflow_agent sends through it natively; for
 the Client API (naive code and the peer server) it is mounted on Metaflow's own
 session, `ServiceMetadataProvider._session`, so every request the Client sends is
 seen by the transport: counts are observed, never computed.
@@ -22,14 +22,14 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from metaflow_agent._fileprobe import FileMeasure, FileProbe  # noqa: F401  (re-exported for worker/audit)
+from metaflow_agent.demo.fileprobe import FileMeasure, FileProbe  # noqa: F401  (re-exported for worker/audit)
 
 
 def instrument_metaflow_client() -> None:
     """Mount the counting transport on the session the Client API sends through."""
     from metaflow.plugins.metadata_providers.service import ServiceMetadataProvider
 
-    from metaflow_agent.service.transport import instrument_session
+    from metaflow_extensions.agent.plugins.agent_metadata.transport import instrument_session
 
     instrument_session(ServiceMetadataProvider._session)
 
@@ -39,7 +39,7 @@ def measure(fn: Callable[[], tuple[str, list]], probe: FileProbe, *, own_meter: 
 
     own_meter: the contender is metaflow_agent, whose own meter gives exact datastore bytes.
     """
-    from metaflow_agent._cost import metered
+    from metaflow_agent import metered
 
     error = None
     text, found = "", []

@@ -1,6 +1,6 @@
 """Run a sync library call on a worker thread, reporting its own requests as MCP progress.
 
-`metaflow_agent._cost` calls process-wide hooks on every metadata request and
+`metaflow_agent.add_cost_hook` calls process-wide hooks on every metadata request and
 datastore read. One hook is installed; it counts into whichever call owns the
 current context (a contextvar, copied onto the worker thread by anyio), so
 concurrent calls never see each other's requests. A small loop on the event
@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 
-from metaflow_agent._cost import add_hook
+from metaflow_agent import add_cost_hook
 
 T = TypeVar("T")
 INTERVAL = 0.25  # seconds between progress notifications
@@ -67,7 +67,7 @@ def install() -> None:
     global _installed
     with _install_lock:
         if not _installed:
-            add_hook(_hook)
+            add_cost_hook(_hook)
             _installed = True
 
 

@@ -1,4 +1,5 @@
-"""Resource templates for the three things an agent reads most, and a triage prompt."""
+"""Resource templates for the three things an agent reads most, the answers'
+schemas, and a triage prompt."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import inspect
 import logging
 from typing import Any, Callable
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
-from metaflow_agent import AgentError, NotFound, failed_tasks, run_summary, task_logs
+from metaflow_agent import FUNCTIONS, AgentError, NotFound, failed_tasks, run_summary, task_logs
 
-from . import progress
-from .budget import Overflow
-from .tools import answer, error_text
+from . import workers
+from .budget import Overflow, dumps
+from .tools import error_text, return_model
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -27,7 +31,7 @@ def _first_line(fn: Callable[..., Any]) -> str:
 async def _read(ctx: Context, fn: Callable[..., Any], limit: int, **kwargs: Any) -> str:
     """fn's answer as compact JSON within the budget; failures as resource errors."""
     try:
-        return (await progress.run(ctx, lambda: answer(fn, kwargs, limit))).text
+        return (await workers.run(ctx, fn, kwargs, limit)).text
     except NotFound as exc:
         raise ResourceNotFoundError(error_text(exc)) from None
     except (AgentError, Overflow) as exc:
@@ -67,12 +71,56 @@ def add_resources(server: MCPServer[Any], limit: int) -> None:
     async def log_tail(flow: str, run_id: str, step: str, task_id: str, stream: str, ctx: Context) -> str:
         return await _read(ctx, task_logs, limit, task=f"{flow}/{run_id}/{step}/{task_id}", stream=stream, tail=LOG_TAIL)
 
-    server.prompt(name="triage_failed_run", title="Triage a failed run")(triage_failed_run)
+    by_name = {fn.__name__: fn for fn in FUNCTIONS}
+
+    @server.resource(
+        "metaflow://schema/{tool}",
+        name="answer_schema",
+        description="JSON Schema of a tool's answer, every field described (tools/list omits them to stay small).",
+        mime_type=JSON,
+    )
+    def answer_schema(tool: str) -> str:
+        fn = by_name.get(tool)
+        if fn is None:
+            raise ResourceNotFoundError(f"no tool {tool!r}: one of {', '.join(by_name)}")
+        return dumps(return_model(fn).model_json_schema())
+
+    server.prompt(name=PROMPT, title="Triage a failed run")(triage_failed_run)
+    server.middleware.append(unknown_prompt_is_invalid_params)
+
+
+PROMPT = "triage_failed_run"
+
+
+async def unknown_prompt_is_invalid_params(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: an unknown prompt name is -32602 Invalid params, as the spec says.
+
+    The SDK raises a plain ValueError, which reaches the client as error code 0
+    (2025-11-25) or an internal error (2026-07-28).
+    """
+    if ctx.method == "prompts/get" and (ctx.params or {}).get("name") != PROMPT:
+        name = str((ctx.params or {}).get("name"))[:100]
+        raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; the one prompt is {PROMPT}")
+    return await call_next(ctx)
+
+
+MAX_PART = 200  # characters of a flow name or run id in the prompt
+
+
+def _run_argument(run: str) -> tuple[str, str]:
+    """(flow, run id) of the prompt's argument; Invalid params for anything else (never echoed whole)."""
+    flow, sep, run_id = run.strip().strip("/").partition("/")
+    parts_ok = all(0 < len(p) <= MAX_PART and p.isprintable() and " " not in p and "/" not in p for p in (flow, run_id))
+    if not sep or not parts_ok:
+        shown = run[:60] + ("…" if len(run) > 60 else "")
+        raise MCPError(code=INVALID_PARAMS, message=f"run must be 'Flow/RunId' (each part at most {MAX_PART} characters), not {shown!r}")
+    return flow, run_id
 
 
 def triage_failed_run(run: str) -> str:
     """Steps to find why a Metaflow run failed, using this server's tools."""
-    flow, _, run_id = run.strip().strip("/").partition("/")
+    flow, run_id = _run_argument(run)
+    run = f"{flow}/{run_id}"
     return f"""Find out why the Metaflow run {run} failed, using the metaflow tools. Every answer is bounded: when one says truncated, follow next_cursor or ask for less instead of raising limits.
 
 1. run_summary(run="{run}") (or resource metaflow://run/{flow}/{run_id}/summary): status, per-step task counts and the first failure.

@@ -22,7 +22,7 @@ from metaflow_agent import __version__
 from .auth import BearerAuth
 from .budget import DEFAULT_BUDGET, MIN_BUDGET
 from .resources import add_resources
-from .tools import add_tools
+from .tools import one_line_errors, tool_list
 
 log = logging.getLogger("mcp_server")
 BUDGET_ENV = "METAFLOW_AGENT_MCP_BUDGET"
@@ -40,18 +40,24 @@ def budget_from_env() -> int:
     return int(raw) if raw else DEFAULT_BUDGET
 
 
-def build_server(*, budget: int | None = None) -> MCPServer[Any]:
-    """An MCPServer with one tool per library function, the resources and the prompt."""
+def build_server(*, budget: int | None = None, output_schemas: bool = False) -> MCPServer[Any]:
+    """An MCPServer with one tool per library function, the resources and the prompt.
+
+    output_schemas: publish each answer's full JSON Schema in tools/list
+    (about 4x its size; off by default, see mcp_server.schema).
+    """
     limit = budget_from_env() if budget is None else budget
     if limit < MIN_BUDGET:
         raise ValueError(f"output budget {limit} is below the minimum of {MIN_BUDGET} bytes")
     server: MCPServer[Any] = MCPServer(
         "metaflow-agent",
+        title="Metaflow",
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        tools=tool_list(limit, output_schemas=output_schemas),
     )
-    add_tools(server, limit)
+    server.middleware.append(one_line_errors)
     add_resources(server, limit)
     return server
 
@@ -87,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget", type=int, default=None, help=f"output budget per answer in bytes (default ${BUDGET_ENV} or {DEFAULT_BUDGET})"
     )
+    parser.add_argument(
+        "--output-schemas", action="store_true", help="publish each tool's full output schema in tools/list (about 4x larger)"
+    )
     args = parser.parse_args(argv)
     if args.budget is None:
         try:
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `metaflow-agent-mcp`."""
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    server = build_server(budget=args.budget)
+    server = build_server(budget=args.budget, output_schemas=args.output_schemas)
     if args.transport == "stdio":
         anyio.run(server.run_stdio_async)
         return 0

@@ -1,64 +1,98 @@
-"""Which backend answers: the one the user's Metaflow config names.
+"""Which backend answers: the one the user's Metaflow configuration names (chosen here only).
 
-Read at call time (not import time) so tests and long-lived servers follow
-the environment. Backends are cached per configuration.
+A `Backend` pairs a metadata backend (local files, or the extended provider's service
+engine) with the datastore; read at call time and cached per configuration.
 """
 
 from __future__ import annotations
 
-import os
 import threading
+from typing import TYPE_CHECKING, Literal
 
-from .backends.base import Backend
+from . import _config
+from ._datastore import Datastore, LocalDatastore, open_datastore
+from ._errors import BackendError, NotFound
+from .backends.base import MetadataBackend
 
-SERVICE_TYPES = ("service", "agent")
+if TYPE_CHECKING:
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+        AgentMetadataProvider,
+    )
+
+
+class Backend:
+    """One deployment: its metadata backend and its datastore (opened on first use)."""
+
+    def __init__(self, meta: MetadataBackend, *, store: Datastore | None = None, store_kind: str = "local") -> None:
+        self.meta = meta
+        self._store = store
+        self._store_kind = store_kind
+
+    @property
+    def kind(self) -> Literal["local", "service"]:
+        return self.meta.kind
+
+    @property
+    def store(self) -> Datastore:
+        """The datastore, resolved on first use (metadata-only queries never need it)."""
+        if self._store is None:
+            self._store = open_datastore(self._store_kind)
+        return self._store
+
+    def capabilities(self) -> dict[str, object]:
+        facts = dict(self.meta.capabilities())
+        try:
+            facts.setdefault("datastore", self.store.kind)
+            facts.setdefault("datastore_root", self.store.root)
+        except BackendError as exc:  # metadata queries still work without a datastore
+            facts.setdefault("datastore", f"{self._store_kind} (unresolved: {exc.message})")
+        return facts
+
+
 _cache: dict[tuple[str | None, ...], Backend] = {}
 _lock = threading.Lock()
 
 
-def _conf(name: str) -> str | None:
-    from metaflow import metaflow_config
-
-    return os.environ.get(f"METAFLOW_{name}") or getattr(metaflow_config, name, None)
-
-
-def config_key() -> tuple[str | None, ...]:
-    return (
-        _conf("DEFAULT_METADATA"),
-        _conf("SERVICE_URL"),
-        _conf("DEFAULT_DATASTORE"),
-        _conf("DATASTORE_SYSROOT_LOCAL"),
-        _conf("DATASTORE_SYSROOT_S3"),
-        os.getcwd(),
-    )
-
-
 def get_backend() -> Backend:
     """The backend for the current Metaflow configuration (cached)."""
-    key = config_key()
+    key = _config.backend_key()
     with _lock:
         backend = _cache.get(key)
         if backend is None:
-            backend = _make(key)
-            _cache[key] = backend
+            backend = _cache[key] = _make()
         return backend
 
 
-def _make(key: tuple[str | None, ...]) -> Backend:
-    metadata, url, datastore = key[0], key[1], key[2]
-    if metadata in SERVICE_TYPES:
-        from .backends.service import ServiceBackend
+def _provider() -> type[AgentMetadataProvider]:
+    """The extended provider class. Metaflow resolves its plugins while `import metaflow`
+    runs, this module among them, so Metaflow is imported first."""
+    import metaflow  # noqa: F401
 
-        return ServiceBackend(url or "", datastore or "local")
-    from .backends.local import LocalBackend
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+        AgentMetadataProvider,
+    )
 
-    return LocalBackend()
+    return AgentMetadataProvider
+
+
+def _make() -> Backend:
+    if _config.metadata_type() in _config.SERVICE_TYPES:
+        AgentMetadataProvider = _provider()
+        return Backend(AgentMetadataProvider.queries(_config.service_url()), store_kind=_config.datastore_type())
+    from .backends.local import LocalMetadata
+
+    root = _config.local_root()
+    if root is None:
+        raise NotFound(
+            "no local Metaflow datastore (.metaflow) found from this directory",
+            hint="run a flow first, cd to its folder, or set METAFLOW_DATASTORE_SYSROOT_LOCAL",
+        )
+    files = LocalDatastore(root)
+    return Backend(LocalMetadata(files), store=files)
 
 
 def reset_backends() -> None:
-    """Forget cached backends and service capabilities (tests, config changes)."""
-    from .service.capabilities import forget
-
+    """Forget cached backends and service capabilities (tests, configuration changes)."""
     with _lock:
         _cache.clear()
-    forget()
+    _provider().forget()

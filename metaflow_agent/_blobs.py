@@ -1,61 +1,100 @@
-"""Task data index (`<attempt>.data.json`) and content-addressed blobs."""
+"""A task's files in the datastore: attempt listings, the data index (`<attempt>.data.json`),
+content-addressed blobs, exit records and the internal artifacts this library reads itself.
+
+Everything here takes a `Datastore` and a task `Pathspec`: no backend, no metadata.
+"""
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import BackendError, NotFound, TooLarge
-from .backends.base import Backend
+from ._datastore import Datastore
+from ._errors import AgentError, BackendError, NotFound, TooLarge
+from ._inputs import check_limit
+from ._pathspec import Pathspec
+from ._unpickle import loads
+
+if TYPE_CHECKING:
+    from .backends.base import MetadataBackend
+
+INTERNAL_BLOB_CAP = 1 << 20  # internal artifacts (_exception, _graph_info, ...) are small
 
 
-def attempt_files(backend: Backend, flow: str, run: str, step: str, task: str) -> dict[int, set[str]]:
+def attempt_files(store: Datastore, task: Pathspec) -> dict[int, set[str]]:
     """The task folder, by attempt: {0: {"data.json", "runtime", "runtime_stdout.log", ...}} (one listing)."""
     out: dict[int, set[str]] = {}
-    for name in backend.store.list(f"{flow}/{run}/{step}/{task}"):
+    for name in store.list(str(task)):
         head, _, rest = name.partition(".")
         if head.isdigit() and rest:
             out.setdefault(int(head), set()).add(rest)
     return out
 
 
-def latest_data_attempt(backend: Backend, flow: str, run: str, step: str, task: str) -> int | None:
-    """Highest attempt with a data.json, from one listing of the task folder."""
-    found = [n for n, files in attempt_files(backend, flow, run, step, task).items() if "data.json" in files]
+def attempt_times(store: Datastore, task: Pathspec) -> dict[int, tuple[int | None, int | None]]:
+    """Per attempt, (start, last write) in epoch ms from the task folder's file times (one listing):
+    the attempt's `attempt.json` is written when it starts; its last file when it ends."""
+    files: dict[int, list[tuple[str, float]]] = {}
+    for e in store.entries(str(task), with_stat=True):
+        head, _, rest = e.name.partition(".")
+        if head.isdigit() and rest and e.mtime is not None:
+            files.setdefault(int(head), []).append((rest, e.mtime))
+    out: dict[int, tuple[int | None, int | None]] = {}
+    for n, items in files.items():
+        begun = next((t for name, t in items if name == "attempt.json"), min(t for _, t in items))
+        out[n] = (int(begun * 1000), int(max(t for _, t in items) * 1000))
+    return out
+
+
+def latest_attempt(store: Datastore, task: Pathspec, *, with_data: bool) -> int | None:
+    """The highest attempt in the task folder (with a data.json when `with_data`), from one listing."""
+    found = [n for n, files in attempt_files(store, task).items() if not with_data or "data.json" in files]
     return max(found) if found else None
 
 
-def data_index(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, Any]:
+def resolve_attempt(store: Datastore, meta: MetadataBackend, task: Pathspec, attempt: int | None, *, with_data: bool) -> int:
+    """The attempt asked for (checked), else the latest in the task folder (with data when `with_data`).
+
+    NotFound when the task is absent; when it has no such attempt, the latest is 0 for
+    logs and NotFound for artifacts."""
+    if attempt is not None:
+        return check_limit("attempt", attempt, low=0, high=99)
+    latest = latest_attempt(store, task, with_data=with_data)
+    if latest is not None:
+        return latest
+    meta.check_task(task)
+    if not with_data:
+        return 0
+    raise NotFound(f"task {task} has no saved artifacts", hint="it may still be running or have crashed; see failed_tasks")
+
+
+def data_index(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any]:
     """The attempt's data.json: objects (name → sha) and info (name → size/type/encoding)."""
-    rel = f"{flow}/{run}/{step}/{task}/{attempt}.data.json"
     try:
-        return json.loads(backend.store.read_small(rel))
+        return json.loads(store.read_small(f"{task}/{attempt}.data.json"))
     except NotFound:
         raise NotFound(
-            f"task {flow}/{run}/{step}/{task} attempt {attempt} has no artifacts (no data.json)",
+            f"task {task} attempt {attempt} has no artifacts (no data.json)",
             hint="the attempt may still be running or may have crashed before saving; try another attempt",
         ) from None
 
 
-def load_blob(backend: Backend, flow: str, sha: str, *, max_bytes: int) -> bytes:
+def load_blob(store: Datastore, flow: str, sha: str, *, max_bytes: int) -> bytes:
     """The raw (decompressed) bytes of an artifact, refused over max_bytes stored."""
     rel = f"{flow}/data/{sha[:2]}/{sha}"
-    meta_rel = rel + "_meta"
     raw_flag = False
-    if backend.store.size(meta_rel) is not None:
+    if store.size(rel + "_meta") is not None:
         try:
-            raw_flag = bool(json.loads(backend.store.read_small(meta_rel, cap=4096)).get("cas_raw"))
+            raw_flag = bool(json.loads(store.read_small(rel + "_meta", cap=4096)).get("cas_raw"))
         except ValueError:
             pass
-    size = backend.store.size(rel)
+    size = store.size(rel)
     if size is None:
         raise NotFound(f"artifact blob {sha} is missing from the datastore", hint="the datastore may have been cleaned")
     if size > max_bytes:
         raise TooLarge(f"artifact blob is {size} bytes, over the {max_bytes}-byte cap", hint="raise max_bytes or use list_artifacts for its size and type")
-    data = backend.store.read(rel)
+    data = store.read(rel)
     return data if raw_flag else _gunzip(data, max_bytes, sha)
 
 
@@ -71,56 +110,47 @@ def _gunzip(data: bytes, cap: int, sha: str) -> bytes:
     return out
 
 
-class _ExceptionOnly(pickle.Unpickler):
-    """Unpickles a Metaflow exception wrapper and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("metaflow.exception", "MetaflowExceptionWrapper"):
-            from metaflow.exception import MetaflowExceptionWrapper
-
-            return MetaflowExceptionWrapper
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
-
-
-def task_exception(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> dict[str, str | None] | None:
-    """type/message/stacktrace of an attempt's `_exception`, or None when absent."""
+def attempt_ended(store: Datastore, task: Pathspec, attempt: int) -> tuple[bool, int | None]:
+    """Whether the runtime recorded the attempt's exit (`<attempt>.runtime`), and its return code."""
+    rel = f"{task}/{attempt}.runtime"
+    if store.size(rel) is None:
+        return False, None
     try:
-        index = data_index(backend, flow, run, step, task, attempt)
-        sha = index.get("objects", {}).get("_exception")
+        rc = json.loads(store.read_small(rel)).get("return_code")
+    except (ValueError, AttributeError):
+        rc = None
+    return True, rc if isinstance(rc, int) and not isinstance(rc, bool) else None
+
+
+def _internal(store: Datastore, task: Pathspec, attempt: int, name: str) -> Any:
+    """One of Metaflow's own small artifacts of an attempt, through the allow-list unpickler;
+    None when absent or unreadable."""
+    try:
+        sha = data_index(store, task, attempt).get("objects", {}).get(name)
         if not sha:
             return None
-        obj = _ExceptionOnly(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
-    except (NotFound, TooLarge, BackendError, pickle.UnpicklingError, EOFError, OSError, ValueError):
+        return loads(load_blob(store, task.flow, sha, max_bytes=INTERNAL_BLOB_CAP))
+    except (AgentError, OSError, ValueError):
         return None
-    state = getattr(obj, "__dict__", {}) or {}
+
+
+def task_exception(store: Datastore, task: Pathspec, attempt: int) -> dict[str, str | None] | None:
+    """type/message/stacktrace of an attempt's `_exception`, or None when absent."""
+    obj = _internal(store, task, attempt, "_exception")
+    state = getattr(obj, "__dict__", None) or {}
     if not state.get("type"):
         return None
     return {"type": state.get("type"), "message": state.get("exception"), "stacktrace": state.get("stacktrace")}
 
 
-class _Frame(tuple):
-    """Stand-in for a foreach frame (step, var, num_splits, index, value): its class
-    lives in the flow's own module, which is not importable here."""
-
-    def __new__(cls, *fields: Any) -> "_Frame":
-        return tuple.__new__(cls, fields)
-
-
-class _FramesOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if name == "ForeachFrame":
-            return _Frame
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
-
-
-def foreach_position(backend: Backend, flow: str, run: str, step: str, task: str, attempt: int) -> str | None:
+def foreach_position(store: Datastore, task: Pathspec, attempt: int) -> str | None:
     """'items=3' (var=value per level, like the foreach-stack metadata) from `_foreach_stack`."""
-    try:
-        sha = data_index(backend, flow, run, step, task, attempt).get("objects", {}).get("_foreach_stack")
-        if not sha:
-            return None
-        frames = _FramesOnly(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
-    except (NotFound, TooLarge, BackendError, pickle.UnpicklingError, EOFError, OSError, ValueError):
-        return None
+    frames = _internal(store, task, attempt, "_foreach_stack")
     parts = [f"{f[1]}={f[4]}" for f in frames or [] if isinstance(f, tuple) and len(f) >= 5 and f[1] and f[4] is not None]
     return ",".join(parts) or None
+
+
+def graph_info(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any] | None:
+    """The run's `_graph_info` (a plain dict of steps and decorators) as saved by one of its tasks."""
+    graph = _internal(store, task, attempt, "_graph_info")
+    return graph if isinstance(graph, dict) else None

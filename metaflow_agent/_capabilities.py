@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 from ._backend import get_backend
-from ._cost import metered
-from ._limits import LIMITS
-from ._models import Capabilities
-from ._result import cost_of
+from ._config import LIMITS
+from ._cost import call
+from ._models import Capabilities, Cost
 
 
 def capabilities() -> Capabilities:
     """Which backend answers (local or service) and what it supports.
 
-    On a service, detects filters and cursors by probing (cached per URL),
-    never from the version string.
+    On a service, filters and cursors are detected by probing (once per
+    URL), never read from the version string.
     """
-    with metered() as meter:
+    with call() as meter:
         backend = get_backend()
         facts = backend.capabilities()
+
+        def text(name: str) -> str | None:
+            value = facts.get(name)
+            return None if value is None else str(value)
+
+        def flag(name: str) -> bool | None:
+            value = facts.get(name)
+            return value if isinstance(value, bool) else None
+
         return Capabilities(
-            backend=backend.kind,  # type: ignore[arg-type]
-            metadata_url=facts.get("metadata_url"),  # type: ignore[arg-type]
-            datastore=str(facts.get("datastore", "local")),
-            datastore_root=facts.get("datastore_root"),  # type: ignore[arg-type]
-            service_version=facts.get("service_version"),  # type: ignore[arg-type]
-            server_filters=bool(facts.get("server_filters", False)),
-            server_cursors=bool(facts.get("server_cursors", False)),
-            filtered_tasks=bool(facts.get("filtered_tasks", False)),
-            run_metadata_route=bool(facts.get("run_metadata_route", False)),
+            backend=backend.meta.kind,
+            metadata_url=text("metadata_url"),
+            datastore=text("datastore") or "local",
+            datastore_root=text("datastore_root"),
+            service_version=text("service_version"),
+            server_filters=flag("server_filters"),
+            server_cursors=flag("server_cursors"),
+            filtered_tasks=flag("filtered_tasks"),
+            run_metadata_route=flag("run_metadata_route"),
+            query_service=text("query_service"),
+            notes=[n for n in [text("query_service_note")] if n],
             limits={f"{k}_default": v[0] for k, v in LIMITS.items()} | {f"{k}_cap": v[1] for k, v in LIMITS.items()},
-            cost=cost_of(meter),
+            cost=Cost.of(meter),
         )

@@ -2,79 +2,71 @@
 
 from __future__ import annotations
 
-import io
-import pickle
 from typing import Literal
 
-from . import _limits
-from ._artifacts import artifact_infos
-from ._backend import get_backend
-from ._blobs import data_index, latest_data_attempt, load_blob
-from ._cost import metered
-from ._inputs import parse_pathspec
-from ._models import ArtifactDiff, ArtifactInfo, RunComparison
-from ._result import clip, cost_of
-from .backends.base import Backend
-
-_SMALL = 4096  # parameters at most this large are shown by value
+from . import _config
+from ._backend import Backend, get_backend
+from ._cost import call
+from ._models import ArtifactDiff, ArtifactInfo, Cost, RunComparison
+from ._outcomes import run_status
+from ._pathspec import Pathspec
+from ._values import plain_value, task_artifacts
 
 
-def _task_artifacts(backend: Backend, flow: str, run: str, step: str) -> dict[str, ArtifactInfo]:
-    tasks = sorted(backend.list_tasks(flow, run, step), key=lambda t: (len(t), t))
+def _task_artifacts(backend: Backend, step: Pathspec) -> dict[str, ArtifactInfo]:
+    """The artifacts of the step's latest task that saved any."""
+    tasks = sorted(backend.meta.list_tasks(step), key=lambda t: (len(t), t))
     for task in reversed(tasks):
-        att = latest_data_attempt(backend, flow, run, step, task)
-        if att is not None:
-            return {a.name: a for a in artifact_infos(data_index(backend, flow, run, step, task, att))}
+        arts = task_artifacts(backend.store, step.child(task))
+        if arts is not None:
+            return arts
     return {}
 
 
-def _last_step(backend: Backend, flow: str, run: str) -> str | None:
-    steps = backend.list_steps(flow, run)
+def _last_step(backend: Backend, run: Pathspec) -> str | None:
+    steps = backend.meta.list_steps(run)
     return "end" if "end" in steps else (steps[-1] if steps else None)
-
-
-def _small_repr(backend: Backend, flow: str, info: ArtifactInfo | None) -> str | None:
-    if info is None or info.sha is None or (info.size or 0) > _SMALL:
-        return None
-    try:
-        return clip(repr(pickle.load(io.BytesIO(load_blob(backend, flow, info.sha, max_bytes=_SMALL * 4)))), 200)
-    except Exception:
-        return None
 
 
 def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> RunComparison:
     """Parameters and end-step artifacts that differ between two runs.
 
-    Equal sha: equal value, nothing loaded. Only parameters (small) are
-    shown by value. Cost: two data.json reads per run plus the step listings.
+    By sha (equal sha, equal value): nothing large is loaded; changed
+    values are shown when small and plain. Cost: two data.json reads per
+    run, step listings, the small blobs.
+
+    Args:
+        run_a: First run pathspec 'Flow/RunId'.
+        run_b: Second run pathspec 'Flow/RunId'.
+        include_private: Also compare Metaflow's own artifacts (names starting with _).
     """
-    with metered() as meter:
-        a, b = parse_pathspec(run_a, "run"), parse_pathspec(run_b, "run")
+    with call() as meter:
+        a, b = Pathspec.parse(run_a, "run"), Pathspec.parse(run_b, "run")
         backend = get_backend()
-        recs = [backend.get_run(p.flow, p.run) for p in (a, b)]
-        statuses = [backend.run_status(r)[0] for r in recs]
-        params = [_task_artifacts(backend, p.flow, p.run, "_parameters") for p in (a, b)]
-        steps = [_last_step(backend, p.flow, p.run) for p in (a, b)]
-        arts = [_task_artifacts(backend, p.flow, p.run, s) if s else {} for p, s in zip((a, b), steps)]
-        cap = _limits.default("compare_diffs")
+        recs = [backend.meta.get_run(p) for p in (a, b)]
+        statuses = [run_status(backend, r) for r in recs]
+        params = [_task_artifacts(backend, p.child("_parameters")) for p in (a, b)]
+        steps = [_last_step(backend, p) for p in (a, b)]
+        arts = [_task_artifacts(backend, p.child(s)) if s else {} for p, s in zip((a, b), steps)]
+        cap = _config.default("compare_diffs")
         param_diffs = _diff(params[0], params[1], None, include_private)
-        for d in param_diffs:
-            d.value_a = _small_repr(backend, a.flow, params[0].get(d.name))
-            d.value_b = _small_repr(backend, b.flow, params[1].get(d.name))
         art_diffs = _diff(arts[0], arts[1], steps[1] or steps[0], include_private)
+        for diffs, (xa, xb) in ((param_diffs, params), (art_diffs, arts)):
+            for d in diffs[:cap]:
+                d.value_a = plain_value(backend.store, a.flow, xa.get(d.name))[0]
+                d.value_b = plain_value(backend.store, b.flow, xb.get(d.name))[0]
         shared = set(arts[0]) & set(arts[1])
         equal = sum(1 for n in shared if arts[0][n].sha == arts[1][n].sha and (include_private or not n.startswith("_")))
-        truncated = len(param_diffs) > cap or len(art_diffs) > cap
         return RunComparison(
             run_a=str(a),
             run_b=str(b),
-            status_a=statuses[0],  # type: ignore[arg-type]
-            status_b=statuses[1],  # type: ignore[arg-type]
+            status_a=statuses[0],
+            status_b=statuses[1],
             parameters=param_diffs[:cap],
             artifacts=art_diffs[:cap],
             equal=equal,
-            truncated=truncated,
-            cost=cost_of(meter),
+            truncated=len(param_diffs) > cap or len(art_diffs) > cap,
+            cost=Cost.of(meter),
         )
 
 

@@ -11,7 +11,9 @@ import contextvars
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from ._deadline import deadline
 
 
 @dataclass
@@ -36,7 +38,7 @@ class CostMeter:
     requests: list[RequestRecord] = field(default_factory=list)
     reads: list[tuple[str, int]] = field(default_factory=list)
     keep_log: bool = True
-    memo: dict = field(default_factory=dict)  # per-query cache of identical GETs
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-query cache (identical GETs, lookups made)
 
     def add_request(self, method: str, url: str, status: int, nbytes: int) -> None:
         self.metadata_requests += 1
@@ -74,7 +76,10 @@ def current_meter() -> CostMeter:
 
 @contextmanager
 def metered() -> Iterator[CostMeter]:
-    """Open a meter for one query; nested calls share the outer meter."""
+    """Count what a block of code costs: metadata requests and datastore reads, with bytes.
+
+    Nested blocks share the outer meter. The library opens one per query; scripts can
+    wrap their own code (the counting transport can also be mounted on Metaflow's session)."""
     outer = _current.get()
     if outer is not None:
         yield outer
@@ -87,11 +92,22 @@ def metered() -> Iterator[CostMeter]:
         _current.reset(token)
 
 
-def add_hook(hook: Callable[[str, str, str, int], None]) -> None:
-    """Observe every request/read process-wide: hook(kind, method, url, nbytes)."""
+@contextmanager
+def call() -> Iterator[CostMeter]:
+    """One public query: its meter (shared with an outer block) and its deadline (METAFLOW_AGENT_DEADLINE_S)."""
+    with deadline(), metered() as meter:
+        yield meter
+
+
+def add_cost_hook(hook: Callable[[str, str, str, int], None]) -> None:
+    """Observe every metadata request and datastore read, process-wide: hook(kind, method, url, nbytes).
+
+    kind is "request" or "read"; hooks run on the thread that made the call (use a
+    contextvar to tell concurrent calls apart)."""
     _hooks.append(hook)
 
 
-def remove_hook(hook: Callable[[str, str, str, int], None]) -> None:
+def remove_cost_hook(hook: Callable[[str, str, str, int], None]) -> None:
+    """Stop observing (a hook never added is ignored)."""
     if hook in _hooks:
         _hooks.remove(hook)

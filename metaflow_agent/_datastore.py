@@ -9,10 +9,21 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from ._cost import current_meter
 from ._errors import BackendError, NotFound, PathEscape, ServiceUnavailable
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name in a folder listing: size and modification time (epoch s) when the listing gave them."""
+
+    name: str
+    is_dir: bool
+    size: int | None = None
+    mtime: float | None = None
 
 
 class Datastore(ABC):
@@ -25,6 +36,8 @@ class Datastore(ABC):
 
     @staticmethod
     def _check(rel: str) -> str:
+        if rel == "":
+            return rel  # the root itself
         parts = rel.split("/")
         if rel.startswith("/") or any(p in ("..", ".", "") for p in parts) or "\\" in rel or "\x00" in rel:
             raise PathEscape(f"path {rel!r} leaves the datastore root", hint="use pathspecs, not file paths")
@@ -43,8 +56,13 @@ class Datastore(ABC):
         """The last nbytes and the total size, in one read."""
 
     @abstractmethod
+    def entries(self, rel_dir: str, *, with_stat: bool = False) -> list[Entry]:
+        """What is directly under a folder ([] when absent); sizes and times when `with_stat`
+        (free on S3, one stat per entry locally)."""
+
     def list(self, rel_dir: str) -> list[str]:
         """Names directly under a folder ([] when absent)."""
+        return [e.name for e in self.entries(rel_dir)]
 
     def read_small(self, rel: str, cap: int = 4 << 20) -> bytes:
         """A whole small file (data.json, records), refused over cap."""
@@ -97,13 +115,23 @@ class LocalDatastore(Datastore):
         current_meter().add_read(rel, len(data))
         return data, total
 
-    def list(self, rel_dir: str) -> list[str]:
+    def entries(self, rel_dir: str, *, with_stat: bool = False) -> list[Entry]:
+        out = []
         try:
-            names = os.listdir(self._path(rel_dir))
+            with os.scandir(self._path(rel_dir)) as it:
+                for e in it:
+                    if with_stat:
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        out.append(Entry(e.name, e.is_dir(follow_symlinks=False), st.st_size, st.st_mtime))
+                    else:
+                        out.append(Entry(e.name, e.is_dir(follow_symlinks=False)))
         except (FileNotFoundError, NotADirectoryError):
             return []
         current_meter().add_read(rel_dir + "/", 0)
-        return names
+        return out
 
 
 _client_lock = threading.Lock()
@@ -131,9 +159,9 @@ class S3Datastore(Datastore):
                     import boto3
                 except ImportError:
                     raise BackendError("boto3 is needed for an S3 datastore", hint="pip install 'metaflow-agent[s3]'") from None
-                from metaflow.metaflow_config import S3_ENDPOINT_URL
+                from ._config import s3_endpoint
 
-                endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or S3_ENDPOINT_URL
+                endpoint = s3_endpoint()
                 self._client = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
             return self._client
 
@@ -143,7 +171,7 @@ class S3Datastore(Datastore):
 
     def _key(self, rel: str) -> str:
         rel = self._check(rel)
-        return f"{self.prefix}/{rel}" if self.prefix else rel
+        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
 
     def _get(self, rel: str, rng: str | None) -> tuple[bytes, int]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(rel)}
@@ -191,9 +219,10 @@ class S3Datastore(Datastore):
             total = len(data)
         return data, total
 
-    def list(self, rel_dir: str) -> list[str]:
-        prefix = self._key(rel_dir) + "/"
-        names: list[str] = []
+    def entries(self, rel_dir: str, *, with_stat: bool = False) -> list[Entry]:
+        key = self._key(rel_dir)
+        prefix = key + "/" if key else ""
+        out: list[Entry] = []
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
         for _ in range(_MAX_LIST_PAGES):  # a task folder holds a few dozen keys; bounded anyway
             try:
@@ -201,15 +230,35 @@ class S3Datastore(Datastore):
             except Exception as exc:
                 raise self._unavailable("list", rel_dir, exc) from None
             current_meter().add_read(rel_dir + "/", 0)
-            names += [o["Key"][len(prefix):] for o in resp.get("Contents", [])]
-            names += [p["Prefix"][len(prefix):].rstrip("/") for p in resp.get("CommonPrefixes", [])]
+            for o in resp.get("Contents", []):
+                modified = o.get("LastModified")
+                out.append(Entry(o["Key"][len(prefix):], False, o.get("Size"), modified.timestamp() if modified else None))
+            out += [Entry(p["Prefix"][len(prefix):].rstrip("/"), True) for p in resp.get("CommonPrefixes", [])]
             if not resp.get("IsTruncated"):
                 break
             kwargs["ContinuationToken"] = resp["NextContinuationToken"]
-        return names
+        return out
 
 
 def _s3_code(exc: Exception) -> str:
     """The S3 error code of a botocore ClientError ('' for anything else)."""
     response = getattr(exc, "response", None)
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def open_datastore(kind: str) -> Datastore:
+    """The datastore Metaflow is configured with: local (its `.metaflow` root) or S3."""
+    from . import _config
+
+    if kind == "s3":
+        root = _config.s3_root()
+        if not root:
+            raise BackendError("the S3 datastore has no root", hint="set METAFLOW_DATASTORE_SYSROOT_S3")
+        return S3Datastore(root)
+    local = _config.local_root()
+    if local is None:
+        raise BackendError(
+            "no local datastore (.metaflow) found from this directory",
+            hint="run a flow first, cd to its folder, or set METAFLOW_DATASTORE_SYSROOT_LOCAL",
+        )
+    return LocalDatastore(local)

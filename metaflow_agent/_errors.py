@@ -9,7 +9,9 @@
     │   ├── BadTime                 a since/until that is not a time
     │   └── PathEscape              a path that leaves the datastore root
     ├── NotFound                    flow / run / step / task / artifact / log absent
-    ├── TooLarge                    an artifact over the preview cap
+    ├── TooLarge                    an artifact over the preview cap, or work over a size cap
+    ├── NotAllowed                  reading it would need a type outside the safe allow-list
+    ├── DeadlineExceeded            the call ran past its deadline and was stopped
     └── BackendError                the metadata service or datastore failed
         ├── ServiceUnavailable      down, refused, timed out, 5xx after retries
         └── ServiceProtocolError    malformed answer or unsupported service
@@ -70,6 +72,26 @@ class NotFound(AgentError):
 
 class TooLarge(AgentError):
     code = "too_large"
+
+
+class NotAllowed(AgentError):
+    """A value needs a class (or a call) outside the unpickling allow-list."""
+
+    code = "not_allowed"
+
+    def __init__(self, message: str, *, hint: str = "", name: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.name = name  # "module.qualname" of the refused class, when one is to blame
+
+
+class DeadlineExceeded(AgentError):
+    """The call used up its time (wall clock or CPU) and was stopped.
+
+    Not a BackendError: the time may have gone to local work (a regex, an
+    unpickle) as well as to a slow service.
+    """
+
+    code = "deadline_exceeded"
 
 
 class BackendError(AgentError):

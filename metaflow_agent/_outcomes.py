@@ -1,45 +1,40 @@
-"""Task and run outcomes, decided in one place for every backend and function.
+"""Task and run states, decided in one place for every backend and function.
 
-Outcomes come from `attempt_ok` metadata, never from the Client's
-`Task.finished` (False for a task that raised). Per task, by its latest attempt:
+The rule is `_states` (one table, also rendered as SQL for the query service); this module
+gathers its facts as cheaply as the backend allows:
 
-- an attempt succeeded → completed (retried_ok when an earlier one failed);
-- latest attempt failed → failed once its retries are exhausted (the step's
-  `@retry` times, read from the run's `_graph_info`) or the run is over, else
-  retrying (the runtime will start another attempt);
-- latest attempt has no outcome → running while the task is alive; crashed
-  when its process exited (the runtime's `<attempt>.runtime` record), its
-  heartbeat / files went stale, or the run is over.
+- a task's latest attempt and its outcome: `attempt_ok` metadata (never the Client's
+  `Task.finished`, False for a task that raised), with the task's datastore folder as the
+  cheap witness of which attempt is latest and whether it saved its data (it raised) or not;
+- whether the runtime recorded the attempt's exit (`<attempt>.runtime`);
+- liveness: the backend's proof (local: this host's processes; service: heartbeats).
 
-A run is completed when its end step succeeded, failed when a task failed or
-crashed for good or nothing is alive any more, and running otherwise.
+Flat in the number of tasks: per-step outcome sets, then one look per unsettled task (failed
+or unfinished) up to a budget. Listing runs settles each with fewer looks still
+(`settle_run`): the end step first, then liveness, then the first failed task found.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ._blobs import (
-    attempt_files,
-    data_index,
-    latest_data_attempt,
-    load_blob,
-    task_exception,
-)
-from ._errors import AgentError
+from ._backend import Backend
+from ._blobs import attempt_files, graph_info, latest_attempt, task_exception
+from ._errors import BackendError
 from ._models import FailureBrief
-from ._result import clip
-from .backends.base import Backend, RunRecord, StepOutcomes, TaskDetail
+from ._pathspec import Pathspec
+from ._records import FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
+from ._states import FINISHED, Fact, RunState, TaskState, run_state, task_state
+from ._text import clip
 
-DETAIL_BUDGET = 50  # tasks examined one by one per run before approximating
+DETAIL_BUDGET = 50  # unsettled tasks examined one by one per run before approximating
+SETTLE_STEPS = 50  # steps searched for a failed task when settling a listed run
 DEFAULT_RETRY_TIMES = 3  # metaflow's @retry default
 
-
-def task_order(task_id: str) -> tuple[int, str]:
-    return (int(task_id), "") if task_id.isdigit() else (1 << 62, task_id)
+# Why an unsettled task is listed: its state, or "retrying" (running after a failed attempt).
+Kind = Literal["failed", "crashed", "retrying", "running", "unknown"]
+KIND_STATE: dict[str, TaskState] = {"failed": "failed", "crashed": "crashed", "retrying": "running", "running": "running", "unknown": "unknown"}
 
 
 def short_type(type_name: str | None) -> str | None:
@@ -52,168 +47,249 @@ def short_type(type_name: str | None) -> str | None:
 class Assessment:
     """Everything decided about one run."""
 
-    status: str
+    state: RunState
     finished_ms: int | None
+    alive: Fact
     steps: list[str]
     outcomes: list[StepOutcomes]
-    verdicts: dict[tuple[str, str], str]  # (step, task) -> failed/crashed/retrying/running, for unsettled tasks
+    verdicts: dict[tuple[str, str], Kind]  # (step, task) -> kind, for unsettled tasks
     details: dict[tuple[str, str], TaskDetail] = field(default_factory=dict)
     listings: dict[tuple[str, str], dict[int, set[str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     complete: bool = True
+    limits: dict[str, int] | None = None  # attempts allowed per step, once read
+    limits_read: bool = False
 
     def counts(self, so: StepOutcomes) -> dict[str, int]:
-        """Per-step counts by outcome."""
+        """Per-step counts by state (retried_ok within completed, retrying within running)."""
         mine = [v for (step, _), v in self.verdicts.items() if step == so.step]
         return {
-            "tasks": len(so.started | so.ok | so.failed),
+            "tasks": len(so.tasks),
             "completed": len(so.ok),
             "retried_ok": len(so.ok & so.failed),
             "failed": mine.count("failed"),
             "crashed": mine.count("crashed"),
+            "running": mine.count("running") + mine.count("retrying"),
             "retrying": mine.count("retrying"),
-            "running": mine.count("running"),
+            "unknown": mine.count("unknown"),
         }
 
-    def ordered(self, *kinds: str) -> list[tuple[str, str, str]]:
-        """(step, task, verdict) of the given kinds, in step then task order."""
+    def ordered(self, *kinds: str) -> list[tuple[str, str, Kind]]:
+        """(step, task, kind) of the given kinds, in step then task order."""
         rank = {s: i for i, s in enumerate(self.steps)}
         items = [(s, t, v) for (s, t), v in self.verdicts.items() if v in kinds]
         return sorted(items, key=lambda x: (rank.get(x[0], 0), task_order(x[1])))
 
 
-class _PlainData(pickle.Unpickler):
-    """Unpickles builtin containers and scalars only (the graph info is such a dict)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed here")
-
-
-def max_attempts(backend: Backend, flow: str, run: str, outcomes: list[StepOutcomes]) -> dict[str, int] | None:
-    """Attempts allowed per step (1 + @retry times), from the run's `_graph_info`
-    artifact (a plain dict, a few KB); None when no task's data can be read."""
-    for so in outcomes:
-        task = min(so.ok or so.started, key=task_order, default=None)
-        if task is None:
-            continue
-        try:
-            attempt = latest_data_attempt(backend, flow, run, so.step, task)
-            sha = None if attempt is None else data_index(backend, flow, run, so.step, task, attempt).get("objects", {}).get("_graph_info")
-            if not sha:
-                continue
-            graph = _PlainData(io.BytesIO(load_blob(backend, flow, sha, max_bytes=1 << 20))).load()
-        except (AgentError, pickle.UnpicklingError, EOFError, ValueError):
-            continue
-        allowed = {}
-        for name, info in (graph.get("steps") or {}).items():
-            times = 0
-            for deco in info.get("decorators") or []:
-                if isinstance(deco, dict) and deco.get("name") == "retry":
-                    times = int((deco.get("attributes") or {}).get("times", DEFAULT_RETRY_TIMES) or 0)
-            allowed[name] = 1 + times
-        return allowed
-    return None
-
-
-def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET) -> Assessment:
-    """Decide the run's status and the outcome of every unsettled task.
-
-    Flat in the number of tasks: the per-step outcome sets, plus one detail
-    lookup per unsettled task (failed or unfinished) up to `budget`.
-    """
-    steps = backend.list_steps(run.flow, run.run_id)
-    outcomes = backend.step_outcomes(run.flow, run.run_id, steps)
+def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET, times: bool = False, finish: bool = False) -> Assessment:
+    """Decide the run's state and the state of every unsettled task (and when it finished, if asked)."""
+    meta, rps = backend.meta, run.pathspec
+    steps = meta.list_steps(rps)
+    outcomes = meta.step_outcomes(rps, steps, times=times)
     end_ok = any(so.step == "end" and so.ok for so in outcomes)
-    live = backend.run_live(run, outcomes)
-    a = Assessment("running", None, steps, outcomes, {})
     failed_of = {so.step: so.failed for so in outcomes}
     unsettled = [(so.step, t) for so in outcomes for t in sorted((so.failed - so.ok) | (so.started - so.ok - so.failed), key=task_order)]
-    # Retry limits matter only when a latest attempt failed while the run may go on.
-    limits = max_attempts(backend, run.flow, run.run_id, outcomes) if live and any(t in failed_of[s] for s, t in unsettled) else None
-    # A dead run (stale heartbeat) settles every task from the sets alone.
-    judge_from_sets = not live and not end_ok and not backend.tasks_outlive_run
+    alive: Fact = None if end_ok and not unsettled else meta.run_liveness(run)
+    a = Assessment("unknown", None, alive, steps, outcomes, {})
+    tasks_alive: Fact = False if end_ok else alive  # once the end step succeeded, the run is over
     for i, (step, task) in enumerate(unsettled):
+        has_failed = task in failed_of[step]
         if i >= budget:
             a.complete = False
-            a.verdicts[(step, task)] = "failed" if task in failed_of[step] else ("running" if live and not end_ok else "crashed")
+            a.verdicts[(step, task)] = _approximate(has_failed, tasks_alive)
             continue
-        if judge_from_sets:
-            verdict = _dead_run_verdict(backend, run, step, task, task in failed_of[step], a)
-            if verdict is not None:
-                a.verdicts[(step, task)] = verdict
-                continue
-        detail = backend.task_detail(run.flow, run.run_id, step, task)
-        a.details[(step, task)] = detail
-        a.verdicts[(step, task)] = _verdict(backend, run, step, task, detail, limits, live and not end_ok)
-    if judge_from_sets and unsettled:
-        a.notes.append("the run is over (stale heartbeat): tasks judged from the outcome sets, no per-task lookups")
+        a.verdicts[(step, task)] = _task_kind(backend, rps.child(step).child(task), has_failed, tasks_alive, a)
     if not a.complete:
-        a.notes.append(f"{len(unsettled)} unsettled tasks: the first {budget} examined one by one, the rest judged from the run's state")
-    verdicts = set(a.verdicts.values())
-    if end_ok:
-        a.status = "completed"
-        # Nothing can still be running in a finished run.
-        a.verdicts = {k: ("crashed" if v in ("running", "retrying") else v) for k, v in a.verdicts.items()}
-    elif verdicts & {"failed", "crashed"} or not (live or verdicts & {"running", "retrying"}):
-        a.status = "failed"
-        a.verdicts = {k: ("crashed" if v == "running" else "failed" if v == "retrying" else v) for k, v in a.verdicts.items()}
-    if a.status != "running":
-        a.finished_ms = backend.finished_ms(run, outcomes)
+        a.notes.append(f"{len(unsettled)} unsettled tasks: the first {budget} examined one by one, the rest judged from the run's liveness")
+    kinds = set(a.verdicts.values())
+    a.state = run_state(end_ok=end_ok, any_failed="failed" in kinds, any_crashed="crashed" in kinds, alive=alive)
+    if finish and a.state in FINISHED:
+        a.finished_ms = meta.finished_ms(run, outcomes, completed=a.state == "completed")
     return a
 
 
-def _dead_run_verdict(backend: Backend, run: RunRecord, step: str, task: str, has_failed: bool, a: Assessment) -> str | None:
-    """In a run that is over: failed when the latest attempt saved its data (it raised),
-    crashed when it did not. Read from one datastore listing; None when the datastore
-    has nothing for the task (then the metadata decides)."""
-    if not has_failed:
-        return "crashed"
-    files = attempt_files(backend, run.flow, run.run_id, step, task)
-    if not files:
-        return None
-    a.listings[(step, task)] = files
-    return "failed" if "data.json" in files[max(files)] else "crashed"
+def _approximate(has_failed: bool, alive: Fact) -> Kind:
+    """A task's kind from the run's liveness alone (past the budget)."""
+    latest_ok = False if has_failed else None
+    return _kind(task_state(latest_ok=latest_ok, run_alive=alive), latest_ok)
 
 
-def _verdict(backend: Backend, run: RunRecord, step: str, task: str, detail: TaskDetail,
-             limits: dict[str, int] | None, live: bool) -> str:
-    if not detail.attempts:
-        return "running" if live or backend.tasks_outlive_run else "crashed"
-    latest = detail.attempts[-1]
-    allowed = limits.get(step, 1) if limits is not None else None
-    exhausted = allowed is not None and len(detail.attempts) >= allowed
-    if latest.ok is False:
-        if exhausted or allowed is None or not live:
-            return "failed"
+def _kind(state: TaskState, latest_ok: bool | None) -> Kind:
+    if state == "running" and latest_ok is False:
         return "retrying"
-    ended, _ = backend.attempt_ended(run.flow, run.run_id, step, task, latest.attempt)
-    if ended:
-        return "retrying" if live and allowed is not None and not exhausted else "crashed"
-    if not live and not backend.tasks_outlive_run:
-        return "crashed"  # the run's heartbeat stopped: nothing of it is alive
-    return "running" if backend.task_fresh(run.flow, run.run_id, step, task) else "crashed"
+    return state  # type: ignore[return-value]  # unsettled tasks are never completed (their latest attempt has no True)
 
 
-def exception_of(backend: Backend, flow: str, run: str, step: str, task: str, detail: TaskDetail) -> dict[str, Any]:
-    """The `_exception` of the latest attempt that recorded a failure ({} when none)."""
-    for attempt in sorted((a.attempt for a in detail.attempts if a.ok is False), reverse=True):
-        exc = task_exception(backend, flow, run, step, task, attempt)
+def _task_kind(backend: Backend, task: Pathspec, has_failed: bool, run_alive: Fact, a: Assessment) -> Kind:
+    """One unsettled task's kind: its latest attempt from its datastore folder (an attempt that
+    saved data.json raised; one that did not is running or died), else from its metadata."""
+    try:
+        files = attempt_files(backend.store, task)
+    except BackendError:  # no datastore: the metadata alone decides
+        files = {}
+    if files:
+        a.listings[(task.step, task.task)] = files
+        latest, made = max(files), len(files)
+        latest_ok: bool | None = False if has_failed and "data.json" in files[latest] else None
+        exit_recorded = "runtime" in files[latest]
+    else:
+        detail = backend.meta.task_detail(task)
+        a.details[(task.step, task.task)] = detail
+        latest_ok = detail.attempts[-1].ok if detail.attempts else None
+        made, exit_recorded = len(detail.attempts), False
+    retries_left: Fact = None
+    if (latest_ok is False or exit_recorded) and run_alive is True:  # will the runtime try again?
+        allowed = _retry_limits(backend, task, a)
+        retries_left = None if allowed is None else made < allowed.get(task.step, 1)
+    alive: Fact = None
+    if latest_ok is None and not exit_recorded and run_alive is not False:
+        alive = backend.meta.task_liveness(task)
+    state = task_state(latest_ok=latest_ok, run_alive=run_alive, exit_recorded=exit_recorded, alive=alive, retries_left=retries_left)
+    return _kind(state, latest_ok)
+
+
+def _graph_of(backend: Backend, task: Pathspec, a: Assessment) -> dict[str, Any] | None:
+    """The run's `_graph_info`, as saved by every task that saved data: this one if it did,
+    else a task that succeeded, else the run's `_parameters` task."""
+    ok = next((task.run_ps.child(so.step).child(min(so.ok, key=task_order)) for so in a.outcomes if so.ok), None)
+    candidates = [task] + ([ok] if ok is not None else [])
+    try:
+        for candidate in candidates:
+            attempt = latest_attempt(backend.store, candidate, with_data=True)
+            if attempt is not None:
+                return graph_info(backend.store, candidate, attempt)
+        params = task.run_ps.child("_parameters")
+        for tid in backend.meta.list_tasks(params):
+            attempt = latest_attempt(backend.store, params.child(tid), with_data=True)
+            if attempt is not None:
+                return graph_info(backend.store, params.child(tid), attempt)
+    except BackendError:
+        return None
+    return None
+
+
+def _retry_limits(backend: Backend, task: Pathspec, a: Assessment) -> dict[str, int] | None:
+    """Attempts allowed per step (1 + @retry times), from the run's `_graph_info`; read once per
+    assessment, None when unreadable."""
+    if not a.limits_read:
+        a.limits_read = True
+        graph = _graph_of(backend, task, a)
+        if graph is not None:
+            a.limits = {}
+            for name, info in (graph.get("steps") or {}).items():
+                times = 0
+                for deco in (info.get("decorators") or []) if isinstance(info, dict) else []:
+                    if isinstance(deco, dict) and deco.get("name") == "retry":
+                        try:
+                            times = int((deco.get("attributes") or {}).get("times", DEFAULT_RETRY_TIMES) or 0)
+                        except (TypeError, ValueError):
+                            times = DEFAULT_RETRY_TIMES
+                a.limits[str(name)] = 1 + times
+    return a.limits
+
+
+def settle_run(backend: Backend, run: RunRecord) -> None:
+    """Set a listed run's state and finish with the fewest looks: the end step, then its
+    liveness, then (only if it may have failed) a search for a failed task, newest step first."""
+    if run.service_status == "completed":  # the service checked the end step itself
+        run.status = "completed"
+        return
+    if run.service_status is None:  # else the service found no successful end step
+        end_ok, finished = backend.meta.end_outcome(run)
+        if end_ok:
+            run.status, run.finished_ms = "completed", finished
+            return
+    alive = backend.meta.run_liveness(run)
+    if alive is True and not backend.meta.liveness_lags:
+        run.status, run.finished_ms = "running", None
+        return
+    # A heartbeat lags: a run whose task has just failed or died for good still looks alive.
+    look = backend.meta.failure_look(run)
+    if alive is True and look is None:  # no cheap look: decide it as run_summary does
+        run.status = assess(backend, run).state
+        return
+    failed, crashed = _failed_or_crashed(backend, run, alive, look)
+    run.status = run_state(end_ok=False, any_failed=failed, any_crashed=crashed, alive=alive)
+
+
+def finish(backend: Backend, runs: list[RunRecord]) -> None:
+    """Date the end of the runs that are over (settled ones whose finish is not known yet)."""
+    for run in runs:
+        if run.finished_ms is None and run.status in FINISHED:
+            run.finished_ms = backend.meta.finished_ms(run, [], completed=run.status == "completed")
+
+
+def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None) -> tuple[bool | None, bool | None]:
+    """Whether some task of the run is failed, and whether one died for good, by the rule: first
+    among the tasks the backend's cheap look names; then, unless that look settles it, step by
+    step (newest first) for a failed one."""
+    holder = Assessment("unknown", None, alive, [], [], {})
+    if look is not None:
+        if look.failed and alive is not True:
+            return True, None  # its latest attempt failed and no retry can follow in a run that is not alive
+        for task in look.failed:  # alive: failed only if its @retry is used up
+            if _task_kind(backend, task, True, alive, holder) == "failed":
+                return True, None
+        crashed = any(_task_kind(backend, task, False, alive, holder) == "crashed" for task in look.unfinished) if alive is True else None
+        if look.whole_run or alive is True:
+            return False, crashed
+    steps = backend.meta.list_steps(run.pathspec)
+    for step in list(reversed(steps))[:SETTLE_STEPS]:
+        sps = run.pathspec.child(step)
+        for task_id in sorted(backend.meta.failed_tasks_of(sps), key=task_order):
+            if _task_kind(backend, sps.child(task_id), True, alive, holder) == "failed":
+                return True, None
+    return (False if len(steps) <= SETTLE_STEPS else None), None
+
+
+def run_status(backend: Backend, run: RunRecord) -> RunState:
+    """A run's state (settled once, then remembered on the record)."""
+    if run.status is None:
+        settle_run(backend, run)
+    return run.status or "unknown"
+
+
+def exception_of(backend: Backend, task: Pathspec, attempts: list[int]) -> dict[str, Any]:
+    """The `_exception` of the latest of `attempts` that recorded one ({} when none)."""
+    for attempt in sorted(attempts, reverse=True):
+        exc = task_exception(backend.store, task, attempt)
         if exc:
             return exc
     return {}
 
 
+def failed_attempts(a: Assessment, task: Pathspec) -> list[int]:
+    """Attempts of a task that may hold an exception: those whose outcome was False."""
+    detail = a.details.get((task.step, task.task))
+    if detail is not None:
+        return [x.attempt for x in detail.attempts if x.ok is False]
+    files = a.listings.get((task.step, task.task)) or {}
+    return [n for n, names in files.items() if "data.json" in names]
+
+
+def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str]) -> FailureBrief | None:
+    """The first failed (else crashed) task in step order, from a backend that decides states."""
+    decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
+    if decided is None or not decided.tasks:
+        return None
+    rank = {s: i for i, s in enumerate(steps)}
+    first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
+    tps = run.child(first.step).child(first.task)
+    exc = exception_of(backend, tps, [x.attempt for x in first.attempts if x.ok is False])
+    if first.state == "crashed" and not exc:
+        return FailureBrief(pathspec=str(tps), exception_type="crashed", message="died without recording an outcome")
+    return FailureBrief(pathspec=str(tps), exception_type=short_type(exc.get("type")), message=clip(exc.get("message"), 300))
+
+
 def first_failure(backend: Backend, run: RunRecord, a: Assessment) -> FailureBrief | None:
     """The first failed (else crashed) task in step order, with its exception."""
     for kinds in (("failed",), ("crashed",)):
-        for step, task, verdict in a.ordered(*kinds):
-            detail = a.details.get((step, task)) or backend.task_detail(run.flow, run.run_id, step, task)
-            exc = exception_of(backend, run.flow, run.run_id, step, task, detail)
-            if verdict == "crashed" and not exc:
-                return FailureBrief(pathspec=f"{run.flow}/{run.run_id}/{step}/{task}", exception_type="crashed", message="died without recording an outcome")
-            return FailureBrief(
-                pathspec=f"{run.flow}/{run.run_id}/{step}/{task}",
-                exception_type=short_type(exc.get("type")),
-                message=clip(exc.get("message"), 300),
-            )
+        for step, task, kind in a.ordered(*kinds):
+            tps = run.pathspec.child(step).child(task)
+            if (step, task) not in a.details and (step, task) not in a.listings:
+                a.details[(step, task)] = backend.meta.task_detail(tps)
+            exc = exception_of(backend, tps, failed_attempts(a, tps))
+            if kind == "crashed" and not exc:
+                return FailureBrief(pathspec=str(tps), exception_type="crashed", message="died without recording an outcome")
+            return FailureBrief(pathspec=str(tps), exception_type=short_type(exc.get("type")), message=clip(exc.get("message"), 300))
     return None

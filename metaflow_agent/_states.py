@@ -13,21 +13,25 @@ Liveness is a fact each backend proves its own way:
 
 Task rule (first match wins), by the task's latest attempt:
 
-    latest_ok True                   completed   (retried_ok when an earlier attempt failed)
-    latest_ok False, run_alive True  running     (a retry may follow: "retrying")
-    latest_ok False                  failed
-    exit_recorded True               crashed     (the runtime saw it end without an outcome)
-    alive True                       running
-    alive False                      crashed
-    run_alive False                  crashed
-    otherwise                        unknown
+    latest_ok True                        completed  (retried_ok when an earlier attempt failed)
+    latest_ok False, retries_left False   failed     (its @retry is used up: no attempt follows)
+    latest_ok False, run_alive True       running    (a retry may follow: "retrying")
+    latest_ok False                       failed
+    exit_recorded True, retries_left False  crashed  (the runtime saw it die; no attempt follows)
+    exit_recorded True, run_alive True    running    (a retry may follow)
+    exit_recorded True                    crashed
+    alive True                            running
+    alive False                           crashed
+    run_alive False                       crashed
+    otherwise                             unknown
 
 Run rule:
 
     end_ok True                      completed   (the end step's latest attempt succeeded)
     any_failed True                  failed      (a task is failed by the rule above)
+    any_crashed True                 crashed     (a task died for good: the runtime stops)
     alive True                       running
-    alive False                      crashed     (died without a failed task: killed, lost)
+    alive False                      crashed     (the run died: killed, lost)
     otherwise                        unknown
 """
 
@@ -50,8 +54,11 @@ Rule = tuple[str, tuple[tuple[str, bool], ...]]
 
 TASK_RULES: tuple[Rule, ...] = (
     ("completed", (("latest_ok", True),)),
+    ("failed", (("latest_ok", False), ("retries_left", False))),
     ("running", (("latest_ok", False), ("run_alive", True))),
     ("failed", (("latest_ok", False),)),
+    ("crashed", (("exit_recorded", True), ("retries_left", False))),
+    ("running", (("exit_recorded", True), ("run_alive", True))),
     ("crashed", (("exit_recorded", True),)),
     ("running", (("alive", True),)),
     ("crashed", (("alive", False),)),
@@ -61,6 +68,7 @@ TASK_RULES: tuple[Rule, ...] = (
 RUN_RULES: tuple[Rule, ...] = (
     ("completed", (("end_ok", True),)),
     ("failed", (("any_failed", True),)),
+    ("crashed", (("any_crashed", True),)),
     ("running", (("alive", True),)),
     ("crashed", (("alive", False),)),
     ("unknown", ()),
@@ -75,15 +83,17 @@ def decide(rules: tuple[Rule, ...], facts: Mapping[str, Fact]) -> str:
     raise AssertionError("state rules must end with an unconditional rule")
 
 
-def task_state(*, latest_ok: Fact, run_alive: Fact, exit_recorded: Fact = None, alive: Fact = None) -> TaskState:
-    """A task's state from its latest attempt's outcome and the liveness facts."""
-    facts = {"latest_ok": latest_ok, "run_alive": run_alive, "exit_recorded": exit_recorded, "alive": alive}
+def task_state(*, latest_ok: Fact, run_alive: Fact, exit_recorded: Fact = None, alive: Fact = None,
+               retries_left: Fact = None) -> TaskState:
+    """A task's state from its latest attempt's outcome, its retries and the liveness facts."""
+    facts = {"latest_ok": latest_ok, "run_alive": run_alive, "exit_recorded": exit_recorded, "alive": alive,
+             "retries_left": retries_left}
     return decide(TASK_RULES, facts)  # type: ignore[return-value]  # the table holds TaskState values only
 
 
-def run_state(*, end_ok: Fact, any_failed: Fact, alive: Fact) -> RunState:
+def run_state(*, end_ok: Fact, any_failed: Fact, alive: Fact, any_crashed: Fact = None) -> RunState:
     """A run's state from its end step, its tasks' states and its liveness."""
-    return decide(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "alive": alive})  # type: ignore[return-value]
+    return decide(RUN_RULES, {"end_ok": end_ok, "any_failed": any_failed, "any_crashed": any_crashed, "alive": alive})  # type: ignore[return-value]  # the table holds RunState values only
 
 
 def heartbeat_liveness(age_s: float | None) -> Fact:

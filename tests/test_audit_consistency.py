@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # re-traces every question on the double: about 30 s
+
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "audit" / "traces.json"
 

@@ -55,6 +55,12 @@ def cases(runs: Any) -> list[tuple[list[str], Any]]:
          lambda: mfa.search_artifacts("ArtifactFlow", name="bl*", min_size=1000)),
         (["compare-runs", runs.art_a, runs.art_b], lambda: mfa.compare_runs(runs.art_a, runs.art_b)),
         (["capabilities"], lambda: mfa.capabilities()),
+        (["list-flows", "--no-namespace"], lambda: mfa.list_flows(namespace=None)),
+        (["run-stats", "HelloFlow", "--last", "3", "--per-step"], lambda: mfa.run_stats("HelloFlow", last=3, per_step=True)),
+        (["diagnose-run", runs.hello_failed, "--lines", "4"], lambda: mfa.diagnose_run(runs.hello_failed, lines=4)),
+        (["list-tasks", runs.retry, "--step", "work"], lambda: mfa.list_tasks(runs.retry, step="work")),
+        (["artifact-values", "ArtifactFlow", "score", "--order", "oldest", "--no-namespace"],
+         lambda: mfa.artifact_values("ArtifactFlow", "score", order="oldest", namespace=None)),
     ]
 
 
@@ -71,7 +77,8 @@ def test_json_equals_the_library(local_runs: Any, capsys: pytest.CaptureFixture[
         assert code == 0, (argv, err)
         assert out.count("\n") == 1 and not out.startswith("{\n"), "compact JSON on one line"
         got = json.loads(out)
-        assert got["cost"]["elapsed_ms"] >= 0
+        if argv[0] != "capabilities":  # every answer counts what it read
+            assert got["cost"]["datastore_reads"] + got["cost"]["metadata_requests"] > 0, argv
         assert without_cost(got) == without_cost(library().model_dump(mode="json")), argv
         covered.add(argv[0].replace("_", "-"))
     assert covered == {command_name(f) for f in mfa.FUNCTIONS}
@@ -127,7 +134,7 @@ def test_render_text_is_generic(local_runs: Any) -> None:
         (["run-summary", "HelloFlow/999999"], ""),  # NotFound
         (["list-runs", "HelloFlow", "--limit", "0"], "between"),  # BadLimit
         (["task-logs", "LogFlow/1/noisy/2", "--tail", "3", "--grep", "x"], "only one"),
-        (["list-runs", "HelloFlow", "--status", "weird"], "running, completed, failed"),
+        (["list-runs", "HelloFlow", "--status", "weird"], "'running', 'completed', 'failed', 'crashed', 'unknown'"),
         (["demo", "--width", "2"], "--width between"),
     ],
 )
@@ -154,6 +161,26 @@ def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str
         code, _, err = run_cli(capsys, *argv)
         assert code == 2, argv
         assert "usage:" in err and "Traceback" not in err
+
+
+def test_fixed_vocabularies_are_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    """status and stream are Literal in the signatures, so argparse offers and checks them."""
+    code, _, err = run_cli(capsys, "list-runs", "HelloFlow", "--status", "weird")
+    assert code == 2 and "choose from 'running', 'completed', 'failed', 'crashed', 'unknown'" in err
+    code, _, err = run_cli(capsys, "task-logs", "F/1/s/2", "--stream", "stdlog")
+    assert code == 2 and "choose from 'stdout', 'stderr', 'both'" in err
+
+
+@pytest.mark.parametrize("fn", mfa.FUNCTIONS, ids=lambda f: f.__name__)
+def test_help_describes_every_parameter_from_the_docstring(fn: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, command_name(fn), "--help")
+    assert code == 0
+    doc = mfa.function_doc(fn)
+    flat = " ".join(out.split())
+    assert " ".join(doc.description.split()) in flat
+    assert "Args:" not in out
+    for name, text in doc.params.items():
+        assert " ".join(text.split()) in flat, name
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,3 +213,20 @@ def test_python_dash_m_is_the_cli(local_runs: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "metaflow_agent", "run-summary", "Nope/1/2"],
                          check=False, capture_output=True, text=True, timeout=120, env=os.environ.copy())
     assert bad.returncode == 2 and "hint: " in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(local_runs: Any) -> None:
+    """`metaflow-agent ... | head -c 0`: exit 0, nothing on stderr (it used to report a 'bug')."""
+    proc = subprocess.Popen([sys.executable, "-m", "metaflow_agent", "failed-tasks", local_runs.wide, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before the answer is written (the CLI takes ~0.5 s to start)
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 0 and err == ""
+
+
+def test_mcp_subcommand_is_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["mcp", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "metaflow-agent-mcp" in out and "--transport" in out

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 QUESTIONS = ["failed_runs", "run_summary", "failed_tasks", "log_tail", "log_grep", "artifacts", "preview", "search", "compare"]
 
 
+@pytest.mark.slow  # builds real runs
 def test_demo_builds_runs_and_compares_costs(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     proc = subprocess.run(
@@ -59,3 +63,9 @@ def test_demo_builds_runs_and_compares_costs(tmp_path: Path) -> None:
     assert abs(audited - reported) <= max(10, reported // 20)
     assert (root / "flows" / "shards_flow.py").exists()  # the kept root is self-contained
     assert "Ask your own questions" in out
+    # The kept runs come with commands that find them whoever asks: runs made under the stand-in
+    # user 'demo' are outside any real user's namespace, so listing and search say --no-namespace.
+    asks = out[out.index("Ask your own questions"):]
+    made_by = re.search(r"made by user '([^']+)'", out)
+    assert made_by and "metaflow-agent list-runs DemoTrainFlow" in asks and "metaflow-agent search-artifacts" in asks
+    assert asks.count("--no-namespace") == (2 if made_by.group(1) == "demo" else 0)

@@ -38,5 +38,5 @@ def test_agent_type_selects_the_service_backend(monkeypatch):
     monkeypatch.setenv("METAFLOW_SERVICE_URL", "http://127.0.0.1:9")
     reset_backends()
     backend = get_backend()
-    assert backend.kind == "service" and backend.url == "http://127.0.0.1:9"
+    assert backend.kind == "service" and backend.meta.url == "http://127.0.0.1:9"
     reset_backends()

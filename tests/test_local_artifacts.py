@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 import metaflow_agent as ma
-from metaflow_agent import _blobs, _cost
+from metaflow_agent import _blobs, _unpickle
 
 MB = 1024 * 1024
 
@@ -50,7 +50,8 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "Unpickler", boom)
-    monkeypatch.setattr(_blobs._ExceptionOnly, "load", boom)
+    monkeypatch.setattr(_unpickle.SafeUnpickler, "load", boom)
+    monkeypatch.setattr(_unpickle, "loads", boom)
     monkeypatch.setattr(_blobs, "load_blob", boom)
     blob_reads: list[str] = []
 
@@ -58,9 +59,9 @@ def no_unpickling(monkeypatch):
         if "/data/" in path:
             blob_reads.append(path)
 
-    _cost.add_hook(hook)
+    ma.add_cost_hook(hook)
     yield blob_reads
-    _cost.remove_hook(hook)
+    ma.remove_cost_hook(hook)
     assert blob_reads == [], f"artifact blobs were read: {blob_reads[:3]}"
 
 
@@ -319,9 +320,14 @@ def test_compare_alpha_changed(local_runs, client):
     assert set(params) == {"alpha"}  # big_mb is equal in both runs
     alpha = params["alpha"]
     assert alpha.change == "changed"
-    assert alpha.value_a == repr(a.data.alpha) == "0.5"
-    assert alpha.value_b == repr(b.data.alpha) == "0.7"
+    assert alpha.value_a == a.data.alpha == 0.5  # small plain values, as JSON
+    assert alpha.value_b == b.data.alpha == 0.7
     assert alpha.sha_a != alpha.sha_b
+    # Changed end-step artifacts show their values the same way, when small and plain.
+    arts = {d.name: d for d in got.artifacts}
+    assert (arts["score"].value_a, arts["score"].value_b) == (a.data.score, b.data.score)
+    assert arts["summary"].value_a == a.data.summary and arts["summary"].value_b == b.data.summary
+    assert arts["config"].value_a == a.data.config  # a dict holding a list
 
 
 def test_compare_artifacts_by_sha_match_client(local_runs, client):
@@ -353,13 +359,21 @@ def test_compare_loads_no_big_blob(local_runs):
 
 
 def test_preview_of_an_unimportable_class_is_a_typed_error(local_runs):
-    """The flow's own class is not importable here: a BackendError with a hint, not a traceback."""
+    """The flow's own class is not on the allow-list: NotAllowed naming it, with what to do instead."""
     from metaflow_agent._backend import get_backend
+    from metaflow_agent._pathspec import Pathspec
 
     flow, run = local_runs.art_a.split("/")
-    task = get_backend().list_tasks(flow, run, "start")[0]
+    task = get_backend().meta.list_tasks(Pathspec(flow, run, "start"))[0]
     listed = {a.name: a for a in ma.list_artifacts(f"{local_runs.art_a}/start/{task}").artifacts}
     assert listed["opaque"].type == "__main__.Opaque"  # known without unpickling
-    with pytest.raises(ma.BackendError) as exc:
+    with pytest.raises(ma.NotAllowed) as exc:
         ma.artifact_preview(f"{local_runs.art_a}/start/{task}", "opaque")
-    assert "not importable" in exc.value.message and "list_artifacts" in exc.value.hint
+    assert "__main__.Opaque" in exc.value.message and "list_artifacts" in exc.value.hint and "unsafe=True" in exc.value.hint
+
+
+def test_search_outside_the_runs_namespace_says_how_to_widen(local_runs):
+    got = ma.search_artifacts("ArtifactFlow", name="*", namespace="user:nobody-here")
+    assert got.hits == [] and got.scanned == 0
+    assert any("--no-namespace" in n and "user:nobody-here" in n for n in got.notes)
+    assert not any("namespace" in n for n in ma.search_artifacts("ArtifactFlow", name="*", namespace=None).notes)

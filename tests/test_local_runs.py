@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import OTHER_USER, TEST_USER
+from helpers import OTHER_USER, TEST_USER, client_run_state
 
 import metaflow_agent as ma
 
@@ -25,8 +25,8 @@ def _client_runs(flow: str, ns=None) -> list:
 
 
 def _status(run) -> str:
-    # Every test run is over: completed iff the Client says successful.
-    return "completed" if run.successful else "failed"
+    # Every test run is over: its state by the Client's own metadata.
+    return client_run_state(run)
 
 
 def _epoch(run) -> float:
@@ -70,7 +70,7 @@ def test_newest_first_with_client_status_user_tags(local_runs, client_ns):
 
 def test_status_filter(local_runs, client_ns):
     truth = _client_runs("HelloFlow")
-    for status in ("completed", "failed", "running"):
+    for status in ("completed", "failed", "crashed", "running", "unknown"):
         got = ma.list_runs("HelloFlow", status=status, namespace=None)
         assert _ids(got) == [r.pathspec for r in truth if _status(r) == status], status
         assert all(r.status == status for r in got.runs)
@@ -85,8 +85,8 @@ def test_status_of_other_flows(local_runs, client_ns):
         flow = ps.split("/")[0]
         got = {r.pathspec: r.status for r in ma.list_runs(flow, namespace=None, limit=500).runs}
         assert got[ps] == _status(Run(ps)), ps
-    # The crashed task never wrote attempt_ok: the run is over and failed, not running.
-    assert ma.run_summary(local_runs.crash).status == "failed"
+    # The killed task never wrote attempt_ok and nothing raised: the run crashed (not running, not failed).
+    assert ma.run_summary(local_runs.crash).status == "crashed"
 
 
 @pytest.mark.parametrize(
@@ -248,6 +248,7 @@ def _expected_steps(outcomes: dict) -> dict[str, dict[str, int]]:
             "failed": sum(o.outcome == "failed" for o in vals),
             "running": 0,
             "retrying": 0,  # every run here is over
+            "unknown": 0,
             "crashed": sum(o.outcome == "crashed" for o in vals),
             "retried_ok": sum(o.outcome == "completed" and bool(o.failed_attempts) for o in vals),
         }
@@ -264,8 +265,24 @@ def test_run_summary_counts_match_client(local_runs, client_outcomes, which):
     run = Run(ps)
     assert got.pathspec == ps
     assert got.status == _status(run)
-    got_steps = {s.step: s.model_dump(exclude={"step"}) for s in got.steps}
+    counts = set(ma.RunSummary.model_fields["totals"].annotation.model_fields)
+    got_steps = {s.step: s.model_dump(include=counts) for s in got.steps}
     assert got_steps == _expected_steps(truth)
+    for key in counts:  # the run's totals are the steps' sums
+        assert getattr(got.totals, key) == sum(c[key] for c in got_steps.values()), key
+    # Step timing against the Client's: a step finished when its last task did (_task_ok saved).
+    for s in got.steps:
+        client_step = run[s.step]
+        finished = client_step.finished_at
+        if s.finished_at is None:
+            assert s.crashed or s.failed or finished is None, s.step
+            continue
+        assert finished is not None, s.step
+        ours = datetime.fromisoformat(s.finished_at.replace("Z", "+00:00")).timestamp()
+        assert abs(ours - finished.timestamp()) < 1.5, s.step
+        assert s.duration_s is not None and s.duration_s >= 0
+        assert len(s.slowest) == min(3, s.tasks) and all(t.duration_s is not None and t.duration_s >= 0 for t in s.slowest)
+        assert [t.duration_s for t in s.slowest] == sorted((t.duration_s for t in s.slowest), reverse=True)
     assert "_parameters" not in got_steps
     # Steps in execution order: start first, end (when reached) last.
     names = [s.step for s in got.steps]

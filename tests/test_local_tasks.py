@@ -160,3 +160,13 @@ def test_paging_covers_every_failure_once(local_runs, limit):
     assert seen == everything
     assert pages == -(-len(everything) // limit)
 
+
+
+def test_brief_detail_drops_only_the_tracebacks(local_runs):
+    full, brief = ma.failed_tasks(local_runs.wide), ma.failed_tasks(local_runs.wide, detail="brief")
+    assert any(t.traceback for t in full.failed)
+    assert all(t.traceback is None for t in brief.failed)
+    assert [t.model_copy(update={"traceback": None}) for t in full.failed] == brief.failed
+    assert len(brief.model_dump_json()) < len(full.model_dump_json()) / 2
+    with pytest.raises(ma.BadInput, match="detail"):
+        ma.failed_tasks(local_runs.wide, detail="short")

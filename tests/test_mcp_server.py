@@ -52,6 +52,11 @@ def calls(runs: Any) -> dict[str, dict[str, Any]]:
         "search_artifacts": {"flow": "ArtifactFlow", "name": "con*"},
         "compare_runs": {"run_a": runs.art_a, "run_b": runs.art_b},
         "capabilities": {},
+        "list_flows": {"namespace": None},
+        "run_stats": {"flows": "HelloFlow", "last": 3},
+        "diagnose_run": {"run": runs.hello_failed},
+        "list_tasks": {"run": runs.retry},
+        "artifact_values": {"flow": "ArtifactFlow", "name": "score", "namespace": None},
     }
 
 
@@ -72,17 +77,24 @@ async def test_one_tool_per_function_with_schemas_and_annotations(mode: str) -> 
     assert [t.name for t in tools] == [fn.__name__ for fn in FUNCTIONS]
     for tool in tools:
         fn = BY_NAME[tool.name]
-        assert tool.description == inspect.getdoc(fn)
+        assert tool.description == metaflow_agent.function_doc(fn).description
         jsonschema.Draft202012Validator.check_schema(tool.input_schema)
-        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
         assert set(tool.input_schema["properties"]) == set(inspect.signature(fn).parameters)
-        model = return_model(fn)
+        assert tool.output_schema is None  # lean by default: see mcp_server.schema
+        ann = tool.annotations
+        assert ann is not None and ann.read_only_hint is True
+        assert ann.destructive_hint is False and ann.open_world_hint is False
+
+
+async def test_output_schemas_on_request() -> None:
+    async with Client(build_server(output_schemas=True)) as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+        model = return_model(BY_NAME[tool.name])
         assert tool.output_schema["properties"] == model.model_json_schema()["properties"]
         for name, field in model.model_fields.items():  # descriptions come from the models
             assert tool.output_schema["properties"][name]["description"] == field.description
-        ann = tool.annotations
-        assert ann.read_only_hint is True and ann.idempotent_hint is True
-        assert ann.destructive_hint is False and ann.open_world_hint is False
 
 
 # --- answers equal the library's ---------------------------------------------------
@@ -148,7 +160,8 @@ async def test_budget_cut_resumes_index_cursor(local_runs: Any) -> None:
 
 
 async def test_budget_cut_resumes_key_cursor(local_runs: Any) -> None:
-    """search_artifacts pages by key: the server asks again for what fits and keeps the library's cursor."""
+    """search_artifacts pages by key: the cut page's cursor resumes right after the last hit kept,
+    from one query (metaflow_agent.resume_cursor), not by asking again."""
     budget = 1500
     args = {"flow": "ArtifactFlow", "name": "*"}
     full = metaflow_agent.search_artifacts(**args, limit=1000)
@@ -156,7 +169,11 @@ async def test_budget_cut_resumes_key_cursor(local_runs: Any) -> None:
     items = await collect_pages(build_server(budget=budget), "search_artifacts", args, "hits", budget)
     assert [(h["task"], h["name"]) for h in items] == [(h.task, h.name) for h in full.hits]
     first = await call(build_server(budget=budget), "search_artifacts", args)
-    assert any("asked again with limit=" in n for n in first.structured_content["notes"])
+    notes = first.structured_content["notes"]
+    assert any("next_cursor resumes after them" in n for n in notes), notes
+    assert not any("asked again" in n for n in notes)
+    single = metaflow_agent.search_artifacts(**args)
+    assert first.structured_content["cost"]["datastore_reads"] == single.cost.datastore_reads  # one query, not two
 
 
 async def test_budget_cut_of_a_tail_keeps_the_last_lines(local_runs: Any) -> None:
@@ -172,12 +189,12 @@ async def test_budget_cut_of_a_tail_keeps_the_last_lines(local_runs: Any) -> Non
 
 async def test_budget_clips_long_strings(local_runs: Any) -> None:
     budget = 1024
-    args = {"task": task_of(local_runs, local_runs.art_a, "start"), "name": "numbers", "max_chars": 5000}
+    args = {"task": task_of(local_runs, local_runs.art_a, "start"), "name": "blob", "max_chars": 5000}
     result = await call(build_server(budget=budget), "artifact_preview", args)
     data = result.structured_content
     assert len(result.content[0].text.encode()) <= budget
     assert data["truncated"] is True
-    assert data["repr"].startswith("[0, 1, 2") and data["repr"].endswith("998, 999]")  # both ends kept
+    assert data["repr"].startswith("b'\\x00\\x01") and data["repr"].endswith("…")  # both ends of the 5,000-char repr kept
     assert "chars cut]" in data["repr"]
 
 
@@ -196,7 +213,7 @@ async def test_budget_from_environment(local_runs: Any, monkeypatch: pytest.Monk
 
 
 # --- errors ---------------------------------------------------------------------------
-async def test_agent_error_is_a_tool_error_with_the_next_step() -> None:
+async def test_agent_error_is_a_tool_error_with_the_next_step(flow_only_root: str) -> None:
     result = await call(build_server(), "run_summary", {"run": "HelloFlow/999999"})
     assert result.is_error
     text = result.content[0].text
@@ -215,6 +232,7 @@ async def test_unexpected_exception_is_one_line_without_traceback(monkeypatch: p
     def broken() -> None:
         raise RuntimeError("disk on fire\nTraceback (most recent call last):\n  File x")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr("metaflow_agent._runs.get_backend", broken)
     result = await call(build_server(), "run_summary", {"run": "HelloFlow/1"})
     assert result.is_error
@@ -238,6 +256,7 @@ async def test_no_global_namespace(local_runs: Any, monkeypatch: pytest.MonkeyPa
     def forbidden(*a: Any, **k: Any) -> None:
         raise AssertionError("metaflow.namespace() must not be called")
 
+    monkeypatch.setenv("METAFLOW_AGENT_MCP_WORKERS", "0")  # the patch lives in this process
     monkeypatch.setattr(metaflow, "namespace", forbidden)
     for args in ({"flow": "HelloFlow"}, {"flow": "HelloFlow", "namespace": None}):
         result = await call(build_server(), "list_runs", args)
@@ -254,6 +273,7 @@ async def test_resource_templates_read_like_the_tools(local_runs: Any) -> None:
             "metaflow://run/{flow}/{run_id}/summary",
             "metaflow://run/{flow}/{run_id}/failures",
             "metaflow://task/{flow}/{run_id}/{step}/{task_id}/log/{stream}",
+            "metaflow://schema/{tool}",
         }
         summary = await client.read_resource(f"metaflow://run/{flow}/{run_id}/summary")
         failures = await client.read_resource(f"metaflow://run/{flow}/{run_id}/failures")
@@ -268,11 +288,27 @@ async def test_resource_templates_read_like_the_tools(local_runs: Any) -> None:
     assert summary.contents[0].mime_type == "application/json"
 
 
-async def test_resource_error_carries_the_hint() -> None:
+async def test_resource_error_carries_the_hint(flow_only_root: str) -> None:
     async with Client(build_server()) as client:
         with pytest.raises(MCPError) as err:
             await client.read_resource("metaflow://run/HelloFlow/999999/summary")
     assert "list_runs(flow='HelloFlow')" in str(err.value)
+
+
+async def test_unknown_prompt_is_invalid_params() -> None:
+    async with Client(build_server()) as client:
+        with pytest.raises(MCPError) as info:
+            await client.get_prompt("nope", {})
+    assert info.value.error.code == -32602 and "triage_failed_run" in info.value.error.message
+
+
+@pytest.mark.parametrize("run", ["x" * 200_000, "HelloFlow/" + "1" * 300, "HelloFlow", "a b/1", ""])
+async def test_triage_prompt_refuses_what_is_not_a_run(run: str) -> None:
+    """The prompt does not echo its argument: a bad one is Invalid params, with a bounded message."""
+    async with Client(build_server()) as client:
+        with pytest.raises(MCPError) as info:
+            await client.get_prompt("triage_failed_run", {"run": run})
+    assert info.value.error.code == -32602 and len(info.value.error.message) < 300
 
 
 async def test_triage_prompt(local_runs: Any) -> None:

@@ -16,8 +16,8 @@ from metaflow_agent import _errors, _models
 def _public_names() -> set[str]:
     """What a user sees: names not starting with '_' that aren't submodules, plus __version__."""
     out = set()
-    for name, value in vars(ma).items():
-        if name.startswith("_") or inspect.ismodule(value) or name == "annotations":
+    for name in dir(ma):  # names load lazily: dir() lists them, getattr() loads them
+        if name.startswith("_") or name in ("annotations", "importlib", "TYPE_CHECKING", "Any") or inspect.ismodule(getattr(ma, name)):
             continue
         out.add(name)
     return out | {"__version__"}
@@ -41,8 +41,9 @@ def test_all_is_sorted_and_has_no_private():
 def test_functions_are_the_query_functions():
     names = [f.__name__ for f in ma.FUNCTIONS]
     assert names == [
-        "list_runs", "run_summary", "failed_tasks", "task_logs", "list_artifacts",
-        "artifact_preview", "search_artifacts", "compare_runs", "capabilities",
+        "list_flows", "list_runs", "run_summary", "run_stats", "diagnose_run", "failed_tasks", "list_tasks",
+        "task_logs", "list_artifacts", "artifact_preview", "artifact_values", "search_artifacts", "compare_runs",
+        "capabilities",
     ]
     for fn in ma.FUNCTIONS:
         assert fn.__name__ in ma.__all__

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from conftest import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
+from helpers import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
 from service_double import ServiceDouble
 from service_double.synth import register_simple_run, register_wide_run
 
@@ -146,7 +146,8 @@ def test_retried_and_crashed(service_runs, service_env):
     assert ma.run_summary(service_runs.retry).status == "completed"
     crashed = ma.failed_tasks(service_runs.crash)
     assert [(t.status, t.return_code) for t in crashed.failed] == [("crashed", -9)]
-    assert ma.run_summary(service_runs.crash).status == "failed"
+    # Its task died (SIGKILL) with no retry to come: the runtime stopped, nothing raised.
+    assert ma.run_summary(service_runs.crash).status == "crashed"
 
 
 def test_list_runs_match_client(service_runs, service_env, client):
@@ -188,7 +189,7 @@ def test_artifacts_on_s3(service_runs, service_env, client):
     with pytest.raises(ma.TooLarge):
         ma.artifact_preview(task.pathspec, "blob", max_bytes=1000)
     diff = ma.compare_runs(service_runs.art_a, service_runs.art_b)
-    assert [(d.name, d.value_a, d.value_b) for d in diff.parameters if d.name == "alpha"] == [("alpha", "0.5", "0.7")]
+    assert [(d.name, d.value_a, d.value_b) for d in diff.parameters if d.name == "alpha"] == [("alpha", 0.5, 0.7)]
 
 
 def test_agent_type_runs_flows_and_serves_client(service_runs, double):
@@ -213,10 +214,16 @@ def test_agent_type_runs_flows_and_serves_client(service_runs, double):
 
 @pytest.fixture(scope="module")
 def synth_wide(double):
+    """Wide runs that finished an hour ago (stale heartbeats): their failures are final."""
     runs = {}
-    for width in (10, 1000):
-        failed = {width - 1, width - 2, width // 2}
-        runs[width] = "SynthWide/" + register_wide_run(double.url, "SynthWide", width, failed=failed, retried_ok={1}, crashed={3})
+    real_clock = double.store.clock
+    double.store.clock = lambda: real_clock() - 3600
+    try:
+        for width in (10, 1000):
+            failed = {width - 1, width - 2, width // 2}
+            runs[width] = "SynthWide/" + register_wide_run(double.url, "SynthWide", width, failed=failed, retried_ok={1}, crashed={3})
+    finally:
+        double.store.clock = real_clock
     return runs
 
 
@@ -258,11 +265,14 @@ def test_latest_failed_runs_bounded(double, s3_server, monkeypatch, mode):
     double.mode = "master"
     assert len(got.runs) == 10 and all(r.status == "failed" for r in got.runs)
     if mode == "master":
-        assert got.cost.metadata_requests == 1
+        # one filtered listing; per failed run, one look at its newest metadata rows: its finish,
+        # and the task whose latest attempt failed in a run no longer alive
+        assert got.cost.metadata_requests == 1 + len(got.runs)
     else:
-        # one listing plus one end-step check per run examined, never more than the budget
-        assert got.cost.metadata_requests <= 1 + got.scanned
-        assert got.scanned <= 300
+        # one listing; an end-step check per run examined; per failed run its steps, the
+        # failed tasks of its newest step, and the attempts of the one found
+        assert got.cost.metadata_requests == 1 + got.scanned + 3 * len(got.runs)
+        assert got.scanned < 120  # stopped once the page was full
 
 
 def test_crash_after_a_failed_attempt_is_crashed(double, s3_server, monkeypatch):
@@ -287,18 +297,46 @@ def test_finished_run_failures_cost_no_request_per_task(service_runs, service_en
     the datastore: the metadata requests do not depend on how many tasks failed."""
     import time
 
-    from metaflow_agent import _cost
-    from metaflow_agent.service import queries
+    from metaflow_agent import _config
 
     later = time.time() + 3600
-    monkeypatch.setattr(queries.time, "time", lambda: later)
+    monkeypatch.setattr(_config, "now_s", lambda: later)
     urls: list[str] = []
     hook = lambda kind, method, url, nbytes: urls.append(url) if kind == "request" else None  # noqa: E731
-    _cost.add_hook(hook)
+    ma.add_cost_hook(hook)
     try:
         got = ma.failed_tasks(service_runs.wide, limit=100)
     finally:
-        _cost.remove_hook(hook)
+        ma.remove_cost_hook(hook)
     assert got.total_failed >= 1 and all(t.exception_type == "ValueError" for t in got.failed if t.status == "failed")
     assert all(t.foreach_index and t.foreach_index.startswith("items=") for t in got.failed)
     assert not [u for u in urls if "/tasks/" in u], urls
+
+
+# --- the agent questions on a service deployment ------------------------------------------
+
+
+def test_new_questions_match_client(service_runs, service_env, client):
+    """list_flows, run_stats, list_tasks, artifact_values and diagnose_run on the service path,
+    against the Client on the same runs (both generations)."""
+    from helpers import client_run_state
+
+    flows = ma.list_flows(namespace=None)
+    assert {f.flow for f in flows.flows} >= {"HelloFlow", "WideFlow", "ArtifactFlow", "CrashFlow"}
+    for row in flows.flows:
+        if row.flow in ("HelloFlow", "WideFlow", "ArtifactFlow", "CrashFlow", "RetryFlow"):
+            latest = client.Flow(row.flow).latest_run
+            assert row.latest_run == latest.pathspec and row.status == client_run_state(latest), row
+    stats = ma.run_stats("HelloFlow", namespace=None).flows[0]
+    states = [client_run_state(r) for r in client.Flow("HelloFlow").runs()]
+    assert stats.counts == {s: states.count(s) for s in ("running", "completed", "failed", "crashed", "unknown")}
+    tasks = ma.list_tasks(service_runs.retry, step="work")
+    assert len(tasks.tasks) == 3 and [t.retried for t in tasks.tasks].count(True) == 1
+    assert all(t.state == "completed" for t in tasks.tasks)
+    values = ma.artifact_values("ArtifactFlow", "score", runs=2, order="oldest", namespace=None)
+    assert [v.value for v in values.values] == [client.Run(v.run).data.score for v in values.values]
+    diagnosis = ma.diagnose_run(service_runs.hello_failed)
+    assert diagnosis.status == "failed" and diagnosis.failures[0].exception.startswith("KeyError")
+    assert len(diagnosis.model_dump_json()) <= 4096
+    crashed = ma.diagnose_run(service_runs.crash)
+    assert crashed.status == "crashed" and crashed.failures[0].return_code == -9

@@ -276,6 +276,7 @@ def _flow_env(tmp: Path, url: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # runs a real flow against the double
 @pytest.mark.parametrize("mode", ["master", "release"])
 def test_real_flow_against_double(seeded: ServiceDouble, http: requests.Session, tmp_path: Path, mode: str) -> None:
     seeded.mode = mode

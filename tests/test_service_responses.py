@@ -4,6 +4,7 @@ captures, and faults injected at the transport."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -14,7 +15,8 @@ from service_double.captures import Capture
 
 import metaflow_agent as ma
 from metaflow_agent._cost import metered
-from metaflow_agent.service import transport as transport_mod
+from metaflow_agent._pathspec import Pathspec
+from metaflow_extensions.agent.plugins.agent_metadata import transport as transport_mod
 
 URL = "http://127.0.0.1:9"  # never contacted: responses intercepts
 
@@ -65,42 +67,25 @@ def widened(capture: Capture) -> Capture:
     return replace(capture, query={**capture.query, "status:eq": "running,failed"})
 
 
-@pytest.mark.parametrize("generation", ["master"])
-def test_failed_runs_master_two_requests(service_env, generation):
-    caps = load_captures(generation)
-    assert caps["synth-runs-status-running"].body == []
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
-        register(rsps, caps["flows-limit1"])
-        register(rsps, widened(caps["synth-runs-status-failed"]))
-        register(rsps, widened(caps["synth-runs-status-failed-page2"]))
-        page1 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None)
-        assert page1.cost.metadata_requests == 2
-        assert [r.status for r in page1.runs] == ["failed"] * 5
-        expected = [str(r["run_number"]) for r in caps["synth-runs-status-failed"].body]
-        assert [r.run_id for r in page1.runs] == expected
-        assert page1.truncated and page1.next_cursor
-        page2 = ma.list_runs("SynthFlow", status="failed", limit=5, namespace=None, cursor=page1.next_cursor)
-        # The second page follows the service's own cursor: one request, no probe.
-        assert page2.cost.metadata_requests == 1
-        expected2 = [str(r["run_number"]) for r in caps["synth-runs-status-failed-page2"].body]
-        assert [r.run_id for r in page2.runs] == expected2
-        assert all(m.startswith("GET ") for m in sent(rsps))
-
-
 def test_status_filter_never_trusted_without_status_field(service_env):
     """A page that comes back without master's derived status is re-derived, not trusted."""
     caps = load_captures("master")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         register(rsps, caps["flows-limit1"])
-        rows = caps["runs-hello"].body  # unfiltered rows: no status field
+        rows = caps["runs-hello"].body  # unfiltered rows: no status field; heartbeats long stale
         rsps.add(responses.GET, URL + "/flows/HelloFlow/runs", json=rows, headers={"X-Limit": "5"})
         rsps.add(responses.GET, URL + "/flows/HelloFlow/runs/14/steps/end/filtered_tasks", json=[])
+        # Run 14's newest metadata rows are its end task's: attempt_ok False, the last thing it wrote.
+        rsps.add(responses.GET, URL + "/flows/HelloFlow/runs/14/metadata", json=caps["task-meta-hello-14-end-1170"].body)
+        # The others are short runs: their newest rows date their end (none here: no finish time).
+        rsps.add(responses.GET, re.compile(re.escape(URL) + r"/flows/HelloFlow/runs/\d+/metadata"), json=[])
         for r in rows:
             if r["run_number"] != 14:
                 rsps.add(responses.GET, URL + f"/flows/HelloFlow/runs/{r['run_number']}/steps/end/filtered_tasks",
                          json=[f"HelloFlow/{r['run_number']}/end/1"])
         got = ma.list_runs("HelloFlow", status="failed", limit=5, namespace=None)
         assert [r.run_id for r in got.runs] == ["14"]
+        assert "GET /flows/HelloFlow/runs/14/metadata?_limit=50" in sent(rsps)  # re-derived from its own rows
 
 
 # --- faults -------------------------------------------------------------------------
@@ -114,7 +99,7 @@ def test_503_then_success_is_retried(service_env):
         with metered() as meter:
             from metaflow_agent._backend import get_backend
 
-            rec = get_backend().get_run("WideFlow", "2")
+            rec = get_backend().meta.get_run(Pathspec("WideFlow", "2"))
         assert rec.run_id == "2"
         assert meter.metadata_requests == 2
 
@@ -194,9 +179,9 @@ def test_missing_filtered_tasks_route_falls_back(service_env):
                 rows = [dict(r, task_id=t) for r in caps["task-meta-wide-2-work-6"].body]
                 rsps.add(responses.GET, URL + f"/flows/WideFlow/runs/2/steps/work/tasks/{t}/metadata", json=rows)
         with metered():
-            failed = get_backend().q.filtered_tasks("WideFlow", "2", "work", "attempt_ok", "False")
+            failed = get_backend().meta.filtered_tasks(Pathspec("WideFlow", "2", "work"), "attempt_ok", "False")
         assert failed == {"9"}
-        assert get_backend().q.caps.filtered_tasks is False
+        assert get_backend().meta.caps.filtered_tasks is False
 
 
 # --- exact sequences on the captured data set, served by the double --------------------------
@@ -265,14 +250,26 @@ def test_failed_tasks_exact_sequence(on_double, mode):
 
 
 def test_latest_failed_runs_sequences(on_double):
-    """10 latest failed SynthFlow runs of 2,002: one request on master; bounded on 2.5.1."""
+    """10 latest failed SynthFlow runs of 2,002 (the captured mix: some ends failed, some runs
+    killed before their end). Master: the filtered listing, then one look at each examined run's
+    newest metadata rows, which tell failed from crashed (and date its end). 2.5.1: one listing,
+    an end-step check per run examined, and for each run without a successful end its steps and
+    the failed tasks of its newest step, then the attempts of the task found."""
     double = on_double
     ma.capabilities()
     first = len(double.requests_seen)
     master = ma.list_runs("SynthFlow", status="failed", limit=10, namespace=None)
-    # "failed" also asks for master's "running" rows: a fresh run may have failed for good.
-    assert seen(double, first) == ["GET /flows/SynthFlow/runs?status:eq=running,failed&_limit=10"]
-    from metaflow_agent._backend import reset_backends
+    sent = seen(double, first)
+    # "failed" also asks for master's "running" rows: a run whose heartbeat is late may have failed.
+    assert sent[0] == "GET /flows/SynthFlow/runs?status:eq=running,failed&_limit=10"
+    looks = [p for p in sent if p.endswith("/metadata?_limit=50")]
+    pages = [p for p in sent if p.startswith("GET /flows/SynthFlow/runs?")]
+    assert len(sent) == len(pages) + len(looks)  # nothing else: no step search, no task lookup
+    looked = [p.split("/")[4] for p in looks]
+    shown = [r.run_id for r in master.runs]
+    assert [r for r in looked if r in shown] == shown and len(looked) == master.scanned
+    assert {r.status for r in master.runs} == {"failed"}
+    from metaflow_agent import reset_backends
 
     reset_backends()
     double.mode = "release"
@@ -281,8 +278,11 @@ def test_latest_failed_runs_sequences(on_double):
     release = ma.list_runs("SynthFlow", status="failed", limit=10, namespace=None)
     sent_release = seen(double, first)
     assert sent_release[0] == "GET /flows/SynthFlow/runs"  # the one unfiltered listing
-    assert all(p.endswith("/steps/end/filtered_tasks?metadata_field_name=attempt_ok&pattern=True") for p in sent_release[1:])
-    assert len(sent_release) == 1 + release.scanned <= 1 + 300
+    end_checks = [p for p in sent_release if p.endswith("/steps/end/filtered_tasks?metadata_field_name=attempt_ok&pattern=True")]
+    assert len(end_checks) == release.scanned <= 300
+    unfinished = {p.split("/")[4] for p in sent_release if p.endswith("/steps")}  # runs without a successful end
+    assert {r.run_id for r in release.runs} <= unfinished
+    assert len(sent_release) < 1 + release.scanned + 5 * len(unfinished)
     assert [r.run_id for r in release.runs] == [r.run_id for r in master.runs]
 
 
@@ -295,15 +295,15 @@ def test_provider_bulk_routes_are_bounded(on_double, mode):
 
     double = on_double
     double.mode = mode
-    q = AgentMetadataProvider.agent_queries(double.url)
+    q = AgentMetadataProvider.queries(double.url)
     with metered():
-        rows, complete = q.run_metadata("WideFlow", "2")
+        rows, complete = q.run_metadata(Pathspec("WideFlow", "2"))
     assert (len(rows), complete) == (217, True)  # run-meta-wide-2
     with metered():
-        rows, complete = q.artifacts("WideFlow", "2", limit=100)
+        rows, complete = q.artifacts(Pathspec("WideFlow", "2"), limit=100)
     assert (len(rows), complete) == (100, False)  # 241 exist (run-artifacts-wide-2)
     with metered() as meter:
-        rows, complete = q.artifacts("WideFlow", "2", "work", "6")
+        rows, complete = q.artifacts(Pathspec("WideFlow", "2", "work", "6"))
     assert (len(rows), complete) == (21, True)
     assert meter.metadata_requests == 1
 
@@ -353,3 +353,27 @@ def test_capabilities_detected_per_generation(on_double, monkeypatch):
         assert caps.datastore.startswith("s3 (unresolved")
         assert caps.cost.metadata_requests == 1  # the one probe
     assert seen == {"master": ("service", "2.5.1", True, True), "release": ("service", "2.5.1", False, False)}
+
+
+def test_provider_classmethods_answer_on_their_own(on_double):
+    """The extended provider's query methods, used directly (no metaflow_agent function): typed
+    records from the configured service, the same sets the library's plans work from."""
+    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+        AgentMetadataProvider as P,
+    )
+
+    from metaflow_agent._records import RunQuery
+
+    steps = P.task_outcomes("WideFlow/2")
+    work = next(so for so in steps if so.step == "work")
+    assert work.failed == {"9"} and "9" not in work.ok and len(work.started) == 10
+    attempts = P.task_attempts("WideFlow/2/work/9")
+    assert [(a.attempt, a.ok) for a in attempts.attempts] == [(0, False), (1, False)]
+    rows, complete = P.artifact_records("WideFlow/2/work/6")
+    assert complete and len(rows) == 21 and all(r["task_id"] == 6 for r in rows)
+    meta, complete = P.run_task_metadata("WideFlow/2")
+    assert complete and len(meta) == 217
+    scan = P.query_runs("SynthFlow", RunQuery(since_ms=0), limit=3)
+    assert len(scan.runs) == 3 and scan.more and all(r.service_status in ("completed", "failed", None) for r in scan.runs)
+    with pytest.raises(ma.BadPathspec):
+        P.task_attempts("WideFlow/2/work")

@@ -45,8 +45,11 @@ def test_sql_rendering_agrees_with_python_on_every_combination(rules):
 def test_task_rule_examples():
     assert task_state(latest_ok=True, run_alive=None) == "completed"
     assert task_state(latest_ok=False, run_alive=True) == "running"  # a retry may follow
+    assert task_state(latest_ok=False, run_alive=True, retries_left=False) == "failed"  # none will
     assert task_state(latest_ok=False, run_alive=None) == "failed"
-    assert task_state(latest_ok=None, run_alive=True, exit_recorded=True) == "crashed"
+    assert task_state(latest_ok=None, run_alive=True, exit_recorded=True) == "running"  # a retry may follow
+    assert task_state(latest_ok=None, run_alive=True, exit_recorded=True, retries_left=False) == "crashed"
+    assert task_state(latest_ok=None, run_alive=None, exit_recorded=True) == "crashed"
     assert task_state(latest_ok=None, run_alive=True, alive=True) == "running"
     assert task_state(latest_ok=None, run_alive=None, alive=False) == "crashed"
     assert task_state(latest_ok=None, run_alive=False) == "crashed"
@@ -58,6 +61,7 @@ def test_run_rule_examples():
     assert run_state(end_ok=None, any_failed=True, alive=True) == "failed"
     assert run_state(end_ok=None, any_failed=False, alive=True) == "running"
     assert run_state(end_ok=None, any_failed=False, alive=False) == "crashed"
+    assert run_state(end_ok=None, any_failed=False, any_crashed=True, alive=True) == "crashed"
     assert run_state(end_ok=None, any_failed=False, alive=None) == "unknown"
 
 

@@ -1,205 +1,121 @@
-"""What a backend must answer. The query functions are written against this
-interface only; each backend answers it as cheaply as its storage allows."""
+"""What a metadata backend must answer: the one interface local Metaflow and the metadata
+service implement as siblings (`backends.local.LocalMetadata`, and the extended provider's
+`ServiceQueries`). Records in and out (`metaflow_agent._records`); pathspecs as `Pathspec`;
+liveness as a three-valued `Fact` (see `metaflow_agent._states`)."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
-from .._datastore import Datastore
+from .._pathspec import Pathspec
+from .._records import (
+    DecidedStats,
+    DecidedSummary,
+    DecidedTasks,
+    FailureLook,
+    RunQuery,
+    RunRecord,
+    RunScan,
+    StepOutcomes,
+    TaskDetail,
+)
+from .._states import Fact
 
-HEARTBEAT_TIMEOUT_S = 360  # the service's own cutoff for "running"
-
-
-@dataclass
-class RunRecord:
-    flow: str
-    run_id: str
-    ts_ms: int
-    user: str | None = None
-    tags: list[str] = field(default_factory=list)
-    system_tags: list[str] = field(default_factory=list)
-    last_heartbeat_s: float | None = None
-    status: str | None = None  # set when the backend knows it (server-derived or computed)
-    finished_ms: int | None = None
+Decide = Callable[[RunRecord], None]  # sets a run's status and finished_ms
 
 
-@dataclass
-class RunQuery:
-    status: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
-    tags_any: tuple[str, ...] = ()
-    tags_all: tuple[str, ...] = ()
-    user: str | None = None
+class MetadataBackend(ABC):
+    """Flows, runs, steps, tasks, their outcomes and liveness, as cheaply as the storage allows."""
 
-    def matches_static(self, r: RunRecord) -> bool:
-        """Every predicate except status (which may cost a lookup)."""
-        tags = set(r.tags) | set(r.system_tags)
-        if self.since_ms is not None and r.ts_ms < self.since_ms:
-            return False
-        if self.until_ms is not None and r.ts_ms > self.until_ms:
-            return False
-        if self.tags_any and not tags.intersection(self.tags_any):
-            return False
-        if self.tags_all and not set(self.tags_all) <= tags:
-            return False
-        if self.user is not None and f"user:{self.user}" not in tags and r.user != self.user:
-            return False
-        return True
+    kind: Literal["local", "service"]
+    # True where liveness is proved from a delayed signal (heartbeats): a run that has just
+    # failed for good still looks alive for a while, so alive runs are checked for failures.
+    liveness_lags: bool = False
 
-
-@dataclass
-class RunScan:
-    """A page of runs, newest first, each with its status."""
-
-    runs: list[RunRecord]
-    more: bool
-    complete: bool = True
-    scanned: int = 0
-    notes: list[str] = field(default_factory=list)
-    resume_after: tuple[int, str] | None = None  # where to continue when stopped by the budget
-    server_cursor: str | None = None  # the service's own cursor, when the page ended on its boundary
-
-
-def run_sort_key(ts_ms: int, run_id: str) -> tuple[int, str]:
-    """Newest-first ordering key: ts, then the id (numeric ids compare as numbers)."""
-    return ts_ms, run_id.zfill(40) if run_id.isdigit() else run_id
-
-
-def scan_records(records: list[RunRecord], query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                 status_fn: Callable[[RunRecord], tuple[str, int | None]], note: str) -> RunScan:
-    """Filter already-listed runs client-side, newest first: static predicates first,
-    then status (which may cost lookups) for at most `budget` runs."""
-    records = sorted(records, key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
-    scan = RunScan(runs=[], more=False, notes=[note])
-    for rec in records:
-        if after is not None and run_sort_key(rec.ts_ms, rec.run_id) >= run_sort_key(*after):
-            continue
-        if not query.matches_static(rec):
-            continue
-        if len(scan.runs) == limit:
-            scan.more = True
-            break
-        if scan.scanned >= budget:
-            scan.more, scan.complete = True, False
-            scan.notes.append(f"status budget of {budget} runs reached; continue with next_cursor")
-            break
-        scan.scanned += 1
-        rec.status, rec.finished_ms = status_fn(rec)
-        scan.resume_after = (rec.ts_ms, rec.run_id)
-        if query.status is None or rec.status == query.status:
-            scan.runs.append(rec)
-    return scan
-
-
-@dataclass
-class StepOutcomes:
-    """Which tasks of a step started, and which recorded attempt_ok True/False."""
-
-    step: str
-    started: set[str]
-    ok: set[str]
-    failed: set[str]
-    newest_ms: int = 0  # newest outcome timestamp seen in the step
-
-
-@dataclass
-class AttemptInfo:
-    attempt: int
-    ok: bool | None
-    started_ms: int | None = None
-    finished_ms: int | None = None
-
-
-@dataclass
-class TaskDetail:
-    attempts: list[AttemptInfo]
-    foreach_index: str | None = None
-    last_heartbeat_s: float | None = None
-
-
-class Backend(ABC):
-    """Metadata plus datastore access for one deployment."""
-
-    kind: str
-    store: Datastore
-    # True where a task's own activity is the only sign of life (no run heartbeat).
-    tasks_outlive_run: bool = False
+    @abstractmethod
+    def list_flows(self) -> list[str]:
+        """Every flow name."""
 
     @abstractmethod
     def check_flow(self, flow: str) -> None:
         """NotFound unless the flow exists."""
 
     @abstractmethod
-    def scan_runs(self, flow: str, query: RunQuery, limit: int, after: tuple[int, str] | None, budget: int,
-                  server_cursor: str | None = None, with_status: bool = True) -> RunScan:
-        """Runs matching query, newest first, strictly after the (ts_ms, run_id) key
-        (or from the service's own cursor, when a previous page ended on one).
-        with_status=False skips status work (callers that only need the runs)."""
+    def scan_runs(self, flow: str, query: RunQuery, *, limit: int, after: tuple[int, str] | None, budget: int,
+                  server_cursor: str | None = None, decide: Decide | None = None) -> RunScan:
+        """Runs matching query, newest first, strictly after the (ts_ms, run_id) key (or from
+        the service's own cursor, when a previous page ended on one). `decide(run)` settles a
+        run's state and finish (at most `budget` of them); None: states are not needed."""
 
     @abstractmethod
-    def get_run(self, flow: str, run_id: str) -> RunRecord:
+    def get_run(self, run: Pathspec) -> RunRecord:
         """One run; NotFound when absent."""
 
-    def run_status(self, run: RunRecord) -> tuple[str, int | None]:
-        """(status, finished_ms): a cheap check first, the full assessment when it cannot tell."""
-        quick = self.quick_status(run)
-        if quick is not None:
-            return quick
-        from .._outcomes import assess
-
-        a = assess(self, run)
-        return a.status, a.finished_ms
+    @abstractmethod
+    def end_outcome(self, run: RunRecord) -> tuple[bool | None, int | None]:
+        """(ok, finished_ms) of the end step's latest attempt: True/False when it recorded an
+        outcome, None when it has none (no end task yet, or it died)."""
 
     @abstractmethod
-    def quick_status(self, run: RunRecord) -> tuple[str, int | None] | None:
-        """(status, finished_ms) when one cheap look settles it (end step succeeded; run long dead); else None."""
+    def run_liveness(self, run: RunRecord) -> Fact:
+        """True when the run is proved alive, False when proved dead, None when nobody can tell."""
 
     @abstractmethod
-    def run_live(self, run: RunRecord, outcomes: list[StepOutcomes]) -> bool:
-        """Whether the run may still make progress (fresh heartbeat or recent activity)."""
+    def task_liveness(self, task: Pathspec) -> Fact:
+        """The same, for one task's current attempt."""
+
+    def failure_look(self, run: RunRecord) -> FailureLook | None:
+        """Tasks whose latest attempt failed, from one cheap look at what the run recorded last;
+        None when there is no such look (then the steps are searched)."""
+        return None
 
     @abstractmethod
-    def task_fresh(self, flow: str, run_id: str, step: str, task: str) -> bool:
-        """Whether an unfinished task shows recent life (heartbeat or file activity)."""
+    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes], *, completed: bool = False) -> int | None:
+        """When a run that is over last recorded anything (a completed run: its end step's outcome);
+        from `outcomes` when given, else as cheaply as the backend can; None when it cannot say."""
 
     @abstractmethod
-    def finished_ms(self, run: RunRecord, outcomes: list[StepOutcomes]) -> int | None:
-        """When a run that is over last recorded anything."""
+    def list_steps(self, run: Pathspec) -> list[str]:
+        """Step names of a run in execution order, _parameters excluded; NotFound when the run is absent."""
 
     @abstractmethod
-    def list_steps(self, flow: str, run_id: str) -> list[str]:
-        """Step names of a run, _parameters excluded."""
-
-    @abstractmethod
-    def list_tasks(self, flow: str, run_id: str, step: str) -> list[str]:
+    def list_tasks(self, step: Pathspec) -> list[str]:
         """Task ids of a step (the _parameters step included)."""
 
     @abstractmethod
-    def step_outcomes(self, flow: str, run_id: str, steps: list[str]) -> list[StepOutcomes]:
-        """Outcome sets for the given steps."""
+    def step_outcomes(self, run: Pathspec, steps: list[str], *, times: bool = False) -> list[StepOutcomes]:
+        """Outcome sets for the given steps; with each task's start and finish when `times`."""
 
     @abstractmethod
-    def task_detail(self, flow: str, run_id: str, step: str, task: str) -> TaskDetail:
+    def failed_tasks_of(self, step: Pathspec) -> set[str]:
+        """Tasks of a step with an attempt that recorded attempt_ok False (one cheap look)."""
+
+    @abstractmethod
+    def task_detail(self, task: Pathspec) -> TaskDetail:
         """Attempts of one task with their outcomes; NotFound when absent."""
 
     @abstractmethod
-    def check_task(self, flow: str, run_id: str, step: str, task: str) -> None:
-        """NotFound unless the task exists."""
+    def check_task(self, task: Pathspec) -> None:
+        """NotFound (for the task, its step or its run, whichever is missing) unless the task exists."""
 
-    def attempt_ended(self, flow: str, run_id: str, step: str, task: str, attempt: int) -> tuple[bool, int | None]:
-        """Whether the runtime recorded the attempt's exit, and its return code."""
-        rel = f"{flow}/{run_id}/{step}/{task}/{attempt}.runtime"
-        if self.store.size(rel) is None:
-            return False, None
-        try:
-            rc = json.loads(self.store.read_small(rel)).get("return_code")
-        except (ValueError, AttributeError):
-            rc = None
-        return True, rc
+    # Where the backend decides states itself (the query service), whole answers in one look;
+    # None: not available here, and the question modules gather the facts themselves.
+    def decided_tasks(self, run: Pathspec, states: list[str], *, step: str | None = None) -> DecidedTasks | None:
+        """Tasks of a run in the given states (and `retried_ok`), every one of them within a bound."""
+        return None
+
+    def decided_summary(self, run: Pathspec) -> DecidedSummary | None:
+        """The run with its state, per-step counts by state and timing."""
+        return None
+
+    def decided_stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool) -> list[DecidedStats] | None:
+        """Runs counted by state, success rates and durations per flow."""
+        return None
+
+    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
+        """Every flow with its latest run (state and finish set)."""
+        return None
 
     def capabilities(self) -> dict[str, object]:
         """Backend-specific facts for capabilities()."""

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import BadInput
+from metaflow_agent import BadInput
 
 FLOWS = Path(__file__).parent / "flows"
 FAILING_SHARDS = 3
@@ -214,10 +214,16 @@ def run_demo(*, keep: str | None = None, width: int = 40) -> int:
         code = subprocess.call([sys.executable, "-m", "metaflow_agent.demo.ask", str(root)], env=env, cwd=root)
         print(f"\nDemo finished in {time.perf_counter() - t0:.1f}s.")
         if keep:
-            print(f"The runs are kept in {root}. Ask your own questions:\n"
+            user = env["METAFLOW_USER"]
+            # Listing and search default to the reader's own namespace (user:<you>); runs made under
+            # the stand-in name 'demo' are only seen with --no-namespace.
+            everyone = " --no-namespace" if user == "demo" else ""
+            print(f"The runs are kept in {root} (made by user {user!r}). Ask your own questions:\n"
                   f"  export METAFLOW_DEFAULT_METADATA=local METAFLOW_DATASTORE_SYSROOT_LOCAL={root}\n"
+                  f"  metaflow-agent list-runs DemoTrainFlow{everyone}\n"
                   f"  metaflow-agent failed-tasks {runs['shards']}\n"
-                  f"  metaflow-agent task-logs {runs['train_b']}/train/<task> --grep ERROR")
+                  f"  metaflow-agent task-logs {runs['train_b']}/train/<task> --grep ERROR\n"
+                  f"  metaflow-agent search-artifacts DemoTrainFlow --name 'model*'{everyone}")
         return code
     finally:
         if not keep:

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._fileprobe import FileMeasure, FileProbe
-from ..cli import format_cost, render_text
+from .fileprobe import FileMeasure, FileProbe
+from ..render import format_cost, render_text
 
 ANSWER_LINES = 30  # lines of each metaflow_agent answer shown
 
@@ -97,21 +97,21 @@ def client_search(flow: str) -> Any:
     from metaflow import Flow
 
     runs = list(Flow(flow))[:10]
-    return [(t.pathspec, a.id, a.size) for r in runs for s in r for t in s for a in t if a.size > 10_000_000]  # type: ignore[attr-defined]
+    return [(t.pathspec, a.id, a.size) for r in runs for s in r for t in s for a in t if a.size > 10_000_000]  # type: ignore[attr-defined]  # Client objects are untyped
 
 
 def client_compare(run_a: str, run_b: str) -> Any:
     from metaflow import Run
 
-    a = {x.id: x.data for x in Run(run_a).end_task if not x.id.startswith("_")}  # type: ignore[union-attr]
-    b = {x.id: x.data for x in Run(run_b).end_task if not x.id.startswith("_")}  # type: ignore[union-attr]
+    a = {x.id: x.data for x in Run(run_a).end_task if not x.id.startswith("_")}  # type: ignore[union-attr]  # end_task exists on a finished run
+    b = {x.id: x.data for x in Run(run_b).end_task if not x.id.startswith("_")}  # type: ignore[union-attr]  # likewise
     return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
 
 
 def client_code(fn: Callable[..., Any]) -> list[str]:
     """The body of a client_* function, without its imports: exactly what is run."""
     body = inspect.getsource(fn).split("\n", 1)[1]
-    lines = [re.sub(r"\s+# type: ignore\S*$", "", ln) for ln in textwrap.dedent(body).splitlines()]
+    lines = [re.sub(r"\s+# type: ignore.*$", "", ln) for ln in textwrap.dedent(body).splitlines()]
     return [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("from ", "import "))]
 
 

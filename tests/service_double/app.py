@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .handlers import DoubleState, Handler, SeenRequest
+from .handlers import VERSION_HEADER, VERSIONS, DoubleState, Handler, SeenRequest
 from .reads import ReadRoutes
 from .writes import WriteRoutes
 
@@ -15,7 +15,10 @@ def build_app(state: DoubleState) -> web.Application:
     @web.middleware
     async def log_requests(request: web.Request, handler: Handler) -> web.Response:
         state.requests_seen.append(SeenRequest(request.method, request.path, dict(request.query)))
-        return await handler(request)
+        response = await handler(request)
+        if VERSION_HEADER in response.headers:  # the version the mode's generation reports
+            response.headers[VERSION_HEADER] = VERSIONS[state.mode]
+        return response
 
     r, w = ReadRoutes(state), WriteRoutes(state)
     run = "/flows/{flow_id}/runs/{run_number}"

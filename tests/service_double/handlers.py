@@ -19,7 +19,11 @@ from .store import Store
 
 SERVICE_VERSION = "2.5.1"
 VERSION_HEADER = "METADATA_SERVICE_VERSION"
-MODES = ("master", "release")
+# "release-2.6.1": the released service that filters and paginates like master, and says so in
+# its version (master itself still says 2.5.1, like the release without those features).
+MODES = ("master", "release", "release-2.6.1")
+FILTERING_MODES = ("master", "release-2.6.1")
+VERSIONS = {"master": SERVICE_VERSION, "release": SERVICE_VERSION, "release-2.6.1": "2.6.1"}
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 Method = Callable[[Any, web.Request], Awaitable[web.Response]]
@@ -95,7 +99,8 @@ class HandlerBase:
 
     @property
     def master(self) -> bool:
-        return self.state.mode == "master"
+        """Whether the mode filters and paginates (master, and the 2.6.1 release)."""
+        return self.state.mode in FILTERING_MODES
 
     @staticmethod
     def m(request: web.Request, *names: str) -> list[str]:

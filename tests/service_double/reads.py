@@ -4,7 +4,7 @@
 version header off the task/step/run artifact lists. ``master`` filters runs (``RUN_FILTERS``,
 ``_tags``) and tasks (``TASK_FILTERS``; no ``status``), paginates flows, runs, tasks, task and
 run metadata and task/step/run artifacts on ``_limit``/``_cursor``/any filter, adds ``user``
-to run rows and ``status`` when a status filter is sent. Unknown objects are ``404 {}``, lists
+to run rows and ``status`` when a status filter is sent; ``release-2.6.1`` answers like master. Unknown objects are ``404 {}``, lists
 under unknown parents ``200 []``. Neither sends the version header on ``/version`` and
 ``/attempt/N/artifacts``.
 """
@@ -17,7 +17,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import query as q
-from .handlers import SERVICE_VERSION, HandlerBase, handled, page_headers, respond
+from .handlers import VERSIONS, HandlerBase, handled, page_headers, respond
 from .store import Rec, is_numeric
 
 RUN_FILTERS = ("flow_id", "run_number", "run_id", "user_name", "ts_epoch", "last_heartbeat_ts", "tags", "system_tags", "user", "status")
@@ -59,7 +59,7 @@ class ReadRoutes(HandlerBase):
         return respond(200, "pong", raw=True)
 
     async def version(self, request: web.Request) -> web.Response:
-        return respond(200, SERVICE_VERSION, raw=True, version=False)
+        return respond(200, VERSIONS[self.state.mode], raw=True, version=False)
 
     # ---------------------------------------------------------------- flows and runs
     @handled()

@@ -18,9 +18,10 @@ from .store import Store
 class ServiceDouble:
     """A faithful stand-in for Netflix's metadata service (``metaflow-service``).
 
-    ``mode`` picks the generation GET routes imitate: ``"master"`` (filters, cursors) or
-    ``"release"`` (2.5.1); it can be switched at any time. ``clock`` (seconds) drives new
-    timestamps, heartbeats and master's derived run status.
+    ``mode`` picks the generation GET routes imitate: ``"master"`` (filters, cursors),
+    ``"release"`` (2.5.1) or ``"release-2.6.1"`` (master's behaviour, version 2.6.1); it can be
+    switched at any time. ``clock`` (seconds) drives new timestamps, heartbeats and master's
+    derived run status.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Demo: a foreach over data shards; the last few shards fail, shard 1 is flaky
 and succeeds on its second attempt (@retry)."""
-from metaflow import FlowSpec, Parameter, current, retry, step  # type: ignore[attr-defined]
+from metaflow import FlowSpec, Parameter, current, retry, step  # type: ignore[attr-defined]  # metaflow re-exports these dynamically
 
 
 class DemoShardsFlow(FlowSpec):

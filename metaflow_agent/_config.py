@@ -1,0 +1,156 @@
+"""Configuration, read in one place and at call time.
+
+Order for Metaflow settings: the environment (`METAFLOW_<NAME>`), then Metaflow's own
+config (`metaflow.metaflow_config`, which also reads ~/.metaflowconfig), then the default.
+Our own knobs are `METAFLOW_AGENT_<NAME>`. Read at call time, not import time, so tests and
+long-lived servers follow the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+# --- Metaflow's settings ---------------------------------------------------------------
+SERVICE_TYPES = ("service", "agent")
+
+
+def metaflow_setting(name: str) -> Any:
+    """METAFLOW_<name> from the environment, else metaflow_config.<name> (None when unset)."""
+    value = os.environ.get(f"METAFLOW_{name}")
+    if value:
+        return value
+    from metaflow import metaflow_config
+
+    return getattr(metaflow_config, name, None)
+
+
+def metadata_type() -> str:
+    return str(metaflow_setting("DEFAULT_METADATA") or "local")
+
+
+def datastore_type() -> str:
+    return str(metaflow_setting("DEFAULT_DATASTORE") or "local")
+
+
+def service_url() -> str:
+    return str(metaflow_setting("SERVICE_URL") or "").rstrip("/")
+
+
+def service_headers() -> dict[str, str]:
+    """Headers for the metadata service (auth key and METAFLOW_SERVICE_HEADERS), as Metaflow sends them."""
+    from metaflow import metaflow_config
+
+    return dict(getattr(metaflow_config, "SERVICE_HEADERS", None) or {})
+
+
+def query_service_url() -> str:
+    """METAFLOW_AGENT_QUERY_SERVICE_URL: the query service's API root ('' to look beside the
+    metadata service, 'off' to never use one)."""
+    return os.environ.get("METAFLOW_AGENT_QUERY_SERVICE_URL", "").strip().rstrip("/")
+
+
+def query_service_token() -> str | None:
+    """METAFLOW_AGENT_QUERY_SERVICE_TOKEN: the bearer token the query service expects, if any."""
+    return os.environ.get("METAFLOW_AGENT_QUERY_SERVICE_TOKEN") or None
+
+
+def s3_root() -> str | None:
+    return metaflow_setting("DATASTORE_SYSROOT_S3")
+
+
+def s3_endpoint() -> str | None:
+    return metaflow_setting("S3_ENDPOINT_URL")
+
+
+def local_root() -> str | None:
+    """The local datastore root (`.../.metaflow`) Metaflow would use, without creating it."""
+    sysroot = os.environ.get("METAFLOW_DATASTORE_SYSROOT_LOCAL")
+    if sysroot:
+        path = os.path.join(sysroot, ".metaflow")
+        return path if os.path.isdir(path) else None
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    return LocalStorage.get_datastore_root_from_config(None, create_on_absent=False)
+
+
+def username() -> str | None:
+    """The user Metaflow would record for a run started here."""
+    from metaflow.util import get_username
+
+    return get_username()
+
+
+def backend_key() -> tuple[str | None, ...]:
+    """Everything that decides which backend answers (backends are cached under it)."""
+    return (
+        metadata_type(),
+        service_url(),
+        datastore_type(),
+        os.environ.get("METAFLOW_DATASTORE_SYSROOT_LOCAL"),
+        s3_root(),
+        os.getcwd(),
+    )
+
+
+def local_liveness_mode() -> str:
+    """METAFLOW_AGENT_LOCAL_LIVENESS: 'process' (default: this host's process table is proof of
+    life and death) or 'activity' (only the age of the run's files; for flows run elsewhere)."""
+    value = os.environ.get("METAFLOW_AGENT_LOCAL_LIVENESS", "process").strip().lower()
+    return value if value in ("process", "activity") else "process"
+
+
+def debug() -> bool:
+    """METAFLOW_AGENT_DEBUG: show tracebacks of unexpected errors."""
+    return bool(os.environ.get("METAFLOW_AGENT_DEBUG"))
+
+
+# --- time ------------------------------------------------------------------------------
+def now_s() -> float:
+    """The clock every state decision uses (one place, so tests can pin it)."""
+    return time.time()
+
+
+# --- limits: default and hard cap; METAFLOW_AGENT_<NAME> overrides a default -----------
+LIMITS: dict[str, tuple[int, int]] = {
+    "runs": (20, 500),
+    "run_status_budget": (300, 5000),
+    "fresh_run_checks": (5, 50),
+    "failed_tasks": (50, 1000),
+    "tail_lines": (50, 5000),
+    "head_lines": (50, 5000),
+    "grep_matches": (20, 500),
+    "grep_context": (2, 20),
+    "log_max_bytes": (128 * 1024, 256 * 1024 * 1024),
+    "grep_max_bytes": (16 * 1024 * 1024, 256 * 1024 * 1024),
+    "line_chars": (500, 5000),
+    "artifacts": (200, 5000),
+    "preview_max_bytes": (8 * 1024 * 1024, 256 * 1024 * 1024),
+    "repr_chars": (1000, 10000),
+    "search_hits": (50, 1000),
+    "search_runs": (10, 200),
+    "search_tasks_budget": (2000, 50000),
+    "compare_diffs": (100, 1000),
+    "stats_runs": (1000, 100_000),
+    "stats_step_runs": (20, 100),
+    "flows": (50, 500),
+    "flow_budget": (200, 5000),
+    "tasks": (100, 5000),
+    "value_runs": (3, 50),
+    "service_body_bytes": (32 * 1024 * 1024, 1024 * 1024 * 1024),  # one metadata-service answer
+}
+
+
+def default(name: str) -> int:
+    """The default for a limit, honouring METAFLOW_AGENT_<NAME> (never above the cap)."""
+    base, cap_ = LIMITS[name]
+    env = os.environ.get(f"METAFLOW_AGENT_{name.upper()}")
+    if env and env.isdigit():
+        return min(int(env), cap_)
+    return base
+
+
+def cap(name: str) -> int:
+    """The hard cap of a limit."""
+    return LIMITS[name][1]

@@ -1,1 +1,0 @@
-"""The service path: counting GET transport, capability detection, query plans."""
