@@ -9,9 +9,10 @@ exception's type and message, sizes and types), decided by the same rules:
   an earlier attempt's file is read only when the listing shows more than one);
 - local run ids are creation times in microseconds, so the flow folder's listing orders
   runs and bounds a time window before any run record is read;
-- a run is completed when its end task's latest attempt succeeded; a run without one is
-  failed once nothing happened for `DEAD_AFTER_S` (the newest outcome it recorded), as
-  metaflow_agent judges local runs today.
+- a run is completed when its end task's latest attempt succeeded, failed when a task's latest
+  attempt failed, and crashed (killed, lost) when neither and nothing happened for `DEAD_AFTER_S`
+  (the newest outcome it recorded): the state rule of `metaflow_agent._states`, with quiet time
+  standing in for the process table (the worlds' runs are long dead).
 
     python -m benchmarks.floor ROOT QUESTION JSON-ARGS     # one answer as JSON (the cold-CLI floor)
 """
@@ -160,8 +161,10 @@ def run_summary(root: str, run: str) -> dict[str, Any]:
     end = next((s for s in w["steps"] if s["step"] == "end"), None)
     if end and end["completed"]:
         status = "completed"
-    elif w["failed"] or w["crashed"] or time.time() * 1000 - max(w["newest_ms"], rec["ts_epoch"]) > DEAD_AFTER_S * 1000:
+    elif w["failed"]:
         status = "failed"
+    elif w["crashed"] or time.time() * 1000 - max(w["newest_ms"], rec["ts_epoch"]) > DEAD_AFTER_S * 1000:
+        status = "crashed"
     else:
         status = "running"
     first = None
@@ -199,7 +202,7 @@ def _run_status(flow_dir: str, run_id: str) -> tuple[str, int]:
             if value == "False":
                 return "failed", newest
     alive = time.time() * 1000 - max(newest, int(run_id) // 1000) < DEAD_AFTER_S * 1000
-    return ("running" if alive else "failed"), newest
+    return ("running" if alive else "crashed"), newest
 
 
 def _run_info(flow: str, flow_dir: str, run_id: str, status: str) -> dict[str, Any]:

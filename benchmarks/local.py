@@ -31,7 +31,8 @@ from metaflow import Flow, namespace
 namespace(None)
 failed = []
 for run in Flow(sys.argv[1]).runs():
-    if not run.successful:
+    # failed, not crashed: a task failed (a killed run's tasks all succeeded as far as they went)
+    if not run.successful and any("_task_ok" in t and t["_task_ok"].data is False for s in run for t in s):
         failed.append(run.id)
         if len(failed) == 10:
             break

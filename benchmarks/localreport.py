@@ -171,7 +171,7 @@ def section(local: dict[str, Any]) -> str:
         "answers each after evicting the flow's files from the page cache with `POSIX_FADV_DONTNEED` (file data cold; the kernel's "
         "dentry and inode caches stay warm: dropping them needs root). Repetitions stop after "
         f"{local['budget_s']:.0f} s (at least one). Files and bytes come from one more answer under the audit-hook probe "
-        "(`metaflow_agent._fileprobe`): files opened for reading and directory listings under the root; bytes are exact for "
+        "(`metaflow_agent.demo.fileprobe`): files opened for reading and directory listings under the root; bytes are exact for "
         "metaflow_agent (its meter) and the floor (its counter), size-at-open for the naive code and the peer (they read whole files). "
         "The Client's on-disk cache is emptied before every naive and peer answer. **CPU** is the answering process's user + system "
         "time: it leaves out the waits for a CPU that the shared machine's load adds to wall time.",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import json
 import os
 import shutil
@@ -25,16 +24,6 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Iterator
-
-
-def _load_fileprobe(repo: str) -> Any:
-    """metaflow_agent._fileprobe without importing the metaflow_agent package (the floor stays Metaflow-free)."""
-    spec = importlib.util.spec_from_file_location("_bench_fileprobe", os.path.join(repo, "metaflow_agent", "_fileprobe.py"))
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def evict(list_path: str, folder: str) -> int:
@@ -70,7 +59,7 @@ def _exact_bytes(contender: str) -> Callable[[], Any]:
 
     @contextlib.contextmanager
     def ours() -> Iterator[dict[str, int]]:
-        from metaflow_agent._cost import metered
+        from metaflow_agent import metered
 
         got: dict[str, int] = {}
         with metered() as meter:
@@ -132,11 +121,6 @@ def main(plan_path: str) -> None:
         runner = run_naive if contender == "naive" else run_peer
     elif contender == "ours":
         runner = run_ours
-        patches = [p for p in os.environ.get("BENCH_PATCHES", "").split(",") if p]
-        if patches:  # prototype fixes (benchmarks/prototype_local.py), measured, never part of the benchmark
-            from benchmarks.prototype_local import apply
-
-            apply(patches)
     else:
         runner = floor_runner(plan["datastore_root"])
     ds_root = plan["datastore_root"]
@@ -169,8 +153,10 @@ def main(plan_path: str) -> None:
         res["load"] = os.getloadavg()[0]
         print(json.dumps(res, default=str), flush=True)
     # Files, listings and bytes: one more answer per case under the audit-hook probe.
-    fp = _load_fileprobe(plan["repo"])
-    probe = fp.FileProbe(ds_root, keep_log=False)
+    # The package's lazy __init__ imports nothing heavy: the floor stays Metaflow-free (checked below).
+    from metaflow_agent.demo.fileprobe import FileProbe
+
+    probe = FileProbe(ds_root, keep_log=False)
     exact = _exact_bytes(contender)
     for case in plan["cases"]:
         clear()

@@ -80,7 +80,8 @@ def imports_of(path: Path) -> set[str]:
 
 
 def ours(root: str) -> list[Path]:
-    return sorted((REPO / root).rglob("*.py"))
+    # Dot-folders are not ours: caches and venvs (benchmarks/.work holds a peer's virtualenv).
+    return sorted(p for p in (REPO / root).rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(REPO).parts))
 
 
 def library_modules() -> list[Path]:
