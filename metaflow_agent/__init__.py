@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["failed_tasks", "list_tasks"], "._tasks"),
     **dict.fromkeys(
         ["AgentError", "BackendError", "BadCursor", "BadInput", "BadLimit", "BadPathspec", "BadPattern", "BadTime",
-         "DeadlineExceeded", "NotAllowed", "NotFound", "PathEscape", "ServiceProtocolError", "ServiceUnavailable", "TooLarge"],
+         "Damaged", "DeadlineExceeded", "NotAllowed", "NotFound", "PathEscape", "ServiceProtocolError", "ServiceUnavailable", "TooLarge"],
         "._errors",
     ),
     **dict.fromkeys(
@@ -59,6 +59,7 @@ __all__ = [
     "BadTime",
     "Capabilities",
     "Cost",
+    "Damaged",
     "DeadlineExceeded",
     "Diagnosis",
     "FailedTaskList",
@@ -138,6 +139,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
         BadPathspec,
         BadPattern,
         BadTime,
+        Damaged,
         DeadlineExceeded,
         NotAllowed,
         NotFound,

@@ -8,7 +8,7 @@ from typing import Literal
 from . import _config, _deadline
 from ._backend import Backend, get_backend
 from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
-from ._cost import call
+from ._cost import call, skip_damaged
 from ._cursor import cursor_offset, cursor_position, make_cursor, open_cursor, query_key
 from ._errors import BadInput, NotAllowed, NotFound, TooLarge
 from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, parse_time, resolve_namespace
@@ -30,7 +30,7 @@ from ._repr import bounded_repr
 from ._repr import summary as summarize
 from ._sandbox import load_in_sandbox, require_opt_in
 from ._unpickle import loads, refused_classes
-from ._values import artifact_infos, clean_type, plain_value, task_artifacts
+from ._values import IndexItem, artifact_infos, clean_type, index_items, plain_value, task_artifacts
 
 
 def list_artifacts(
@@ -248,35 +248,46 @@ def search_artifacts(
 
 
 def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...],
-          searched: list[str]) -> Iterator[tuple[tuple[int, ...], str | None, ArtifactInfo | None]]:
+          searched: list[str]) -> Iterator[tuple[tuple[int, ...], str | None, IndexItem | None]]:
     """Yield (position, task pathspec, artifact) in a stable order, after `resume`.
 
-    A (position, pathspec, None) item marks each task whose data.json is read.
-    """
+    A (position, pathspec, None) item marks each task whose data.json is read (pathspec None:
+    the task saved no data). A damaged run or task is skipped and named in the answer."""
     for ri, rec in enumerate(runs):
         if ri < resume[0]:
             continue
         searched.append(rec.run_id)
-        for si, step in enumerate(backend.meta.list_steps(rec.pathspec)):
+        steps: list[str] = []
+        with skip_damaged(str(rec.pathspec)):
+            steps = backend.meta.list_steps(rec.pathspec)
+        for si, step in enumerate(steps):
             if (ri, si) < resume[:2]:
                 continue
             sps = rec.pathspec.child(step)
-            tasks = sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t))
+            tasks: list[str] = []
+            with skip_damaged(str(sps)):
+                tasks = sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t))
             for ti, task in enumerate(tasks):
                 if (ri, si, ti) < resume[:3]:
                     continue
                 _deadline.check("search_artifacts")
                 tps = sps.child(task)
-                att = latest_attempt(backend.store, tps, with_data=True)
-                yield (ri, si, ti, -1), None if att is None else str(tps), None
-                if att is None:
+                items: list[IndexItem] = []
+                state = "damaged"  # until read: a damaged task is skipped and named in the answer
+                with skip_damaged(str(tps)):
+                    att = latest_attempt(backend.store, tps, with_data=True)
+                    if att is not None:
+                        items = index_items(data_index(backend.store, tps, att))
+                    state = "read" if att is not None else "no data"
+                if state == "damaged":
                     continue
-                for ai, info in enumerate(artifact_infos(data_index(backend.store, tps, att))):
+                yield (ri, si, ti, -1), (str(tps) if state == "read" else None), None
+                for ai, item in enumerate(items):
                     if (ri, si, ti, ai) > resume:
-                        yield (ri, si, ti, ai), str(tps), info
+                        yield (ri, si, ti, ai), str(tps), item
 
 
-def _match(a: ArtifactInfo, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
+def _match(a: IndexItem, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
     if not glob.match(a.name):
         return False
     if min_size is not None and (a.size is None or a.size < min_size):

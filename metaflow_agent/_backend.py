@@ -6,10 +6,12 @@ engine) with the datastore; read at call time and cached per configuration.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Literal
 
 from . import _config
+from ._cost import one_time
 from ._datastore import Datastore, LocalDatastore, open_datastore
 from ._errors import BackendError, NotFound
 from .backends.base import MetadataBackend
@@ -49,6 +51,7 @@ class Backend:
         return facts
 
 
+_PROVIDER = "metaflow_extensions.agent.plugins.agent_metadata.provider"
 _cache: dict[tuple[str | None, ...], Backend] = {}
 _lock = threading.Lock()
 
@@ -66,11 +69,12 @@ def get_backend() -> Backend:
 def _provider() -> type[AgentMetadataProvider]:
     """The extended provider class. Metaflow resolves its plugins while `import metaflow`
     runs, this module among them, so Metaflow is imported first."""
-    import metaflow  # noqa: F401
+    with one_time():  # a process's first service query imports Metaflow: not this call's work
+        import metaflow  # noqa: F401
 
-    from metaflow_extensions.agent.plugins.agent_metadata.provider import (
-        AgentMetadataProvider,
-    )
+        from metaflow_extensions.agent.plugins.agent_metadata.provider import (
+            AgentMetadataProvider,
+        )
 
     return AgentMetadataProvider
 
@@ -95,4 +99,5 @@ def reset_backends() -> None:
     """Forget cached backends and service capabilities (tests, configuration changes)."""
     with _lock:
         _cache.clear()
-    _provider().forget()
+    if _PROVIDER in sys.modules:  # service capabilities are cached only once the provider is loaded
+        _provider().forget()

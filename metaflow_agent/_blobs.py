@@ -10,8 +10,9 @@ import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from ._cost import current_meter
 from ._datastore import Datastore
-from ._errors import AgentError, BackendError, NotFound, TooLarge
+from ._errors import AgentError, BackendError, Damaged, NotFound, TooLarge
 from ._inputs import check_limit
 from ._pathspec import Pathspec
 from ._unpickle import loads
@@ -71,13 +72,17 @@ def resolve_attempt(store: Datastore, meta: MetadataBackend, task: Pathspec, att
 
 def data_index(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any]:
     """The attempt's data.json: objects (name → sha) and info (name → size/type/encoding)."""
+    rel = f"{task}/{attempt}.data.json"
     try:
-        return json.loads(store.read_small(f"{task}/{attempt}.data.json"))
+        index = store.read_json(rel)
     except NotFound:
         raise NotFound(
             f"task {task} attempt {attempt} has no artifacts (no data.json)",
             hint="the attempt may still be running or may have crashed before saving; try another attempt",
         ) from None
+    if not isinstance(index, dict) or not isinstance(index.get("objects", {}), dict) or not isinstance(index.get("info", {}), dict):
+        raise Damaged(f"{rel} is not an artifact index", hint="the file is corrupt; other tasks are still answered", item=rel)
+    return index
 
 
 def load_blob(store: Datastore, flow: str, sha: str, *, max_bytes: int) -> bytes:
@@ -130,6 +135,9 @@ def _internal(store: Datastore, task: Pathspec, attempt: int, name: str) -> Any:
         if not sha:
             return None
         return loads(load_blob(store, task.flow, sha, max_bytes=INTERNAL_BLOB_CAP))
+    except Damaged as exc:  # the task is still shown, without this part; the answer names it
+        current_meter().damaged(str(task), exc.message, skipped=False)
+        return None
     except (AgentError, OSError, ValueError):
         return None
 

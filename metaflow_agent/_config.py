@@ -1,29 +1,109 @@
 """Configuration, read in one place and at call time.
 
-Order for Metaflow settings: the environment (`METAFLOW_<NAME>`), then Metaflow's own
-config (`metaflow.metaflow_config`, which also reads ~/.metaflowconfig), then the default.
+Order for Metaflow settings: the environment (`METAFLOW_<NAME>`), then Metaflow's config
+files (local, then global), then the default, as Metaflow's `from_conf` reads them; read
+without importing Metaflow unless it is imported already or an extension configures it.
 Our own knobs are `METAFLOW_AGENT_<NAME>`. Read at call time, not import time, so tests and
 long-lived servers follow the environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from typing import Any
 
 # --- Metaflow's settings ---------------------------------------------------------------
 SERVICE_TYPES = ("service", "agent")
+_DATASTORE_DIR = ".metaflow"  # metaflow_config.DATASTORE_LOCAL_DIR
+_files_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+_extension_config: bool | None = None
 
 
 def metaflow_setting(name: str) -> Any:
-    """METAFLOW_<name> from the environment, else metaflow_config.<name> (None when unset)."""
-    value = os.environ.get(f"METAFLOW_{name}")
+    """METAFLOW_<name> as Metaflow's `from_conf` finds it: the environment, then the local config
+    (`.metaflow/config.json` up from the working directory), then the global one
+    (`$METAFLOW_HOME/config[_<profile>].json`); None when unset.
+
+    Read without importing Metaflow (a query on local files should not pay for it), unless
+    Metaflow is already imported or an installed extension configures it: then from
+    `metaflow.metaflow_config` itself."""
+    key = f"METAFLOW_{name}"
+    value = os.environ.get(key)
     if value:
         return value
-    from metaflow import metaflow_config
+    if "metaflow.metaflow_config" in sys.modules or _extensions_configure():
+        from metaflow import metaflow_config
 
-    return getattr(metaflow_config, name, None)
+        return getattr(metaflow_config, name, None)
+    return _config_files().get(key)
+
+
+def _config_files() -> dict[str, Any]:
+    """The global config overlaid with the local one, read once per home, profile and directory
+    (Metaflow too reads them once per process)."""
+    home = os.environ.get("METAFLOW_HOME", "~/.metaflowconfig")
+    profile = os.environ.get("METAFLOW_PROFILE", "")
+    cwd = os.getcwd()
+    cached = _files_cache.get((home, profile, cwd))
+    if cached is None:
+        path = os.path.expanduser(os.path.join(home, f"config_{profile}.json" if profile else "config.json"))
+        merged = dict(_json_file(path))
+        local_dir = _find_up(cwd, _DATASTORE_DIR)
+        if local_dir is not None:
+            merged.update(_json_file(os.path.join(local_dir, "config.json")))
+        cached = _files_cache[(home, profile, cwd)] = merged
+    return cached
+
+
+def _json_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _find_up(start: str, name: str) -> str | None:
+    """The nearest `name` folder in `start` or above it (Metaflow's search for `.metaflow`)."""
+    current = start
+    check = os.path.realpath(os.path.join(current, name))
+    while not os.path.isdir(check):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+        check = os.path.join(current, name)
+    return check
+
+
+def _extensions_configure() -> bool:
+    """Whether an installed Metaflow extension has a `config` module (once per process): then
+    only Metaflow itself knows the settings."""
+    global _extension_config
+    if _extension_config is None:
+        import importlib.util
+
+        places: list[str] = []
+        try:
+            spec = importlib.util.find_spec("metaflow_extensions")
+            places += list(spec.submodule_search_locations or []) if spec is not None else []
+        except (ImportError, ValueError):
+            pass
+        extra = os.environ.get("METAFLOW_EXTENSIONS_SEARCH_DIRS", "")
+        places += [os.path.join(d, "metaflow_extensions") for d in extra.split(os.pathsep) if d]
+        found = False
+        for place in places:
+            try:
+                orgs = os.listdir(place)
+            except OSError:
+                continue
+            found = found or any(os.path.isdir(os.path.join(place, org, "config")) for org in orgs)
+        _extension_config = found
+    return _extension_config
 
 
 def metadata_type() -> str:
@@ -66,20 +146,19 @@ def s3_endpoint() -> str | None:
 
 def local_root() -> str | None:
     """The local datastore root (`.../.metaflow`) Metaflow would use, without creating it."""
-    sysroot = os.environ.get("METAFLOW_DATASTORE_SYSROOT_LOCAL")
+    sysroot = metaflow_setting("DATASTORE_SYSROOT_LOCAL")
     if sysroot:
-        path = os.path.join(sysroot, ".metaflow")
+        path = os.path.join(str(sysroot), _DATASTORE_DIR)
         return path if os.path.isdir(path) else None
-    from metaflow.plugins.datastores.local_storage import LocalStorage
-
-    return LocalStorage.get_datastore_root_from_config(None, create_on_absent=False)
+    return _find_up(os.getcwd(), _DATASTORE_DIR)
 
 
 def username() -> str | None:
-    """The user Metaflow would record for a run started here."""
-    from metaflow.util import get_username
-
-    return get_username()
+    """The user Metaflow would record for a run started here (metaflow.util.get_username)."""
+    for user in (metaflow_setting("USER"), os.environ.get("SUDO_USER"), os.environ.get("USERNAME"), os.environ.get("USER")):
+        if user and user != "root":
+            return str(user)
+    return None
 
 
 def backend_key() -> tuple[str | None, ...]:

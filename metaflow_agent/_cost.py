@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ._deadline import deadline
+from ._errors import Damaged
+
+DAMAGE_NAMED = 10  # damaged items named in an answer's notes (all are counted)
+_DAMAGE_KEPT = 1000  # damaged items remembered per call
 
 
 @dataclass
@@ -39,6 +43,10 @@ class CostMeter:
     reads: list[tuple[str, int]] = field(default_factory=list)
     keep_log: bool = True
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-query cache (identical GETs, lookups made)
+    # Damaged datastore items met by this call: path -> (reason, skipped); answers name them in notes.
+    damage: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    damage_count: int = 0
+    skipped_count: int = 0
 
     def add_request(self, method: str, url: str, status: int, nbytes: int) -> None:
         self.metadata_requests += 1
@@ -55,6 +63,30 @@ class CostMeter:
             self.reads.append((path, nbytes))
         for hook in tuple(_hooks):
             hook("read", "GET", path, nbytes)
+
+    def damaged(self, item: str, reason: str, *, skipped: bool) -> None:
+        """Record a damaged item: skipped (left out of the answer) or shown without its damaged part."""
+        if item in self.damage:
+            if skipped and not self.damage[item][1]:
+                self.damage[item] = (reason, True)
+                self.skipped_count += 1
+            return
+        self.damage_count += 1
+        self.skipped_count += skipped
+        if len(self.damage) < _DAMAGE_KEPT:
+            self.damage[item] = (reason, skipped)
+
+    def damage_notes(self) -> list[str]:
+        """The answer's notes on damaged items: how many, and the first few by name and reason."""
+        notes = []
+        for skipped, label in ((True, "skipped"), (False, "shown without their damaged part")):
+            count = self.skipped_count if skipped else self.damage_count - self.skipped_count
+            if not count:
+                continue
+            named = [f"{item} ({reason})" for item, (reason, s) in self.damage.items() if s == skipped][:DAMAGE_NAMED]
+            more = f" and {count - len(named)} more" if count > len(named) else ""
+            notes.append(f"{count} damaged item(s) {label}: " + "; ".join(named) + more)
+        return notes
 
     @property
     def elapsed_ms(self) -> float:
@@ -97,6 +129,28 @@ def call() -> Iterator[CostMeter]:
     """One public query: its meter (shared with an outer block) and its deadline (METAFLOW_AGENT_DEADLINE_S)."""
     with deadline(), metered() as meter:
         yield meter
+
+
+@contextmanager
+def one_time() -> Iterator[None]:
+    """Around one-time work inside a call (a module's first import): the call's elapsed_ms leaves it out."""
+    meter = _current.get()
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if meter is not None:
+            meter.started += time.perf_counter() - t0
+
+
+@contextmanager
+def skip_damaged(item: str | Callable[[], str]) -> Iterator[None]:
+    """Around one item's work in a loop: a Damaged error skips the item (the block ends there)
+    and is recorded on the call's meter, so the answer names it; other errors pass through."""
+    try:
+        yield
+    except Damaged as exc:
+        current_meter().damaged(item() if callable(item) else item, exc.message, skipped=True)
 
 
 def add_cost_hook(hook: Callable[[str, str, str, int], None]) -> None:

@@ -14,7 +14,9 @@
     ├── DeadlineExceeded            the call ran past its deadline and was stopped
     └── BackendError                the metadata service or datastore failed
         ├── ServiceUnavailable      down, refused, timed out, 5xx after retries
-        └── ServiceProtocolError    malformed answer or unsupported service
+        ├── ServiceProtocolError    malformed answer or unsupported service
+        └── Damaged                 one datastore object is damaged: unparseable JSON, a FIFO,
+                                    device or folder where a file belongs, a link out of the root
 """
 
 from __future__ import annotations
@@ -104,3 +106,17 @@ class ServiceUnavailable(BackendError):
 
 class ServiceProtocolError(BackendError):
     code = "service_protocol_error"
+
+
+class Damaged(BackendError):
+    """One object in the datastore cannot be read as what it should be.
+
+    Questions over many items skip a damaged one and name it in `notes`; a
+    question about that one item raises this. `item` is its path under the root.
+    """
+
+    code = "damaged"
+
+    def __init__(self, message: str, *, hint: str = "", item: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.item = item

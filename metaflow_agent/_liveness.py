@@ -21,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ._cost import one_time
+
 
 TABLE_TTL_S = 1.0  # one process scan serves every question asked within a second
 NETWORK_FS = frozenset({
@@ -73,30 +75,82 @@ def forget() -> None:
 
 def _scan() -> ProcessTable:
     try:
-        import psutil
+        with one_time():  # the first scan of a process imports psutil: not the call's work
+            import psutil
     except ImportError:
         return ProcessTable(readable=False)
     table = ProcessTable(readable=True)
-    try:
-        procs = list(psutil.process_iter(["pid", "cmdline", "create_time", "cwd"]))
-    except (psutil.Error, OSError):
-        return ProcessTable(readable=False)
-    for proc in procs:
-        info = proc.info
-        argv = info.get("cmdline") or []
-        if not argv or not any(a.endswith(".py") for a in argv[:3]):
-            continue
-        task = _task_of(argv)
-        if task is not None:
-            run, step, task_id, root = task
-            table.tasks.setdefault(run, set()).add((step, task_id))
-            if root:
-                table.task_roots.setdefault(run, set()).add(os.path.realpath(root))
-            continue
-        runtime = _runtime_of(proc, argv, info.get("create_time"), info.get("cwd"))
-        if runtime is not None:
-            table.runtimes.append(runtime)
+    scripts = _proc_scripts()
+    if scripts is None:  # no /proc: psutil reads every process
+        try:
+            procs = list(psutil.process_iter(["pid", "cmdline", "create_time", "cwd"]))
+        except (psutil.Error, OSError):
+            return ProcessTable(readable=False)
+        for proc in procs:
+            info = proc.info
+            argv = info.get("cmdline") or []
+            if argv and _is_script(argv):
+                _add(table, proc, argv, info.get("create_time"), info.get("cwd"))
+        return table
+    for pid, argv in scripts:  # only Python scripts' processes are looked at closer
+        try:
+            proc = psutil.Process(pid)
+            started: float | None = proc.create_time()
+        except (psutil.Error, OSError):
+            continue  # gone since the listing
+        try:
+            cwd: str | None = proc.cwd()
+        except (psutil.Error, OSError):  # another user's process
+            cwd = None
+        _add(table, proc, argv, started, cwd)
     return table
+
+
+def _is_script(argv: list[str]) -> bool:
+    return any(a.endswith(".py") for a in argv[:3])
+
+
+def _proc_scripts() -> list[tuple[int, list[str]]] | None:
+    """(pid, argv) of this host's Python-script processes from /proc's command lines (one small
+    read per process, far cheaper than psutil's full look); None without a readable /proc."""
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return None
+    if not pids:
+        return None
+    out = []
+    for pid in pids:
+        try:
+            fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            raw = os.read(fd, 1 << 16)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0")]
+        if argv and argv[-1] == "":
+            argv.pop()
+        if argv and _is_script(argv):
+            out.append((pid, argv))
+    return out
+
+
+def _add(table: ProcessTable, proc: object, argv: list[str], started: float | None, cwd: str | None) -> None:
+    """Note one script process: a task of a run, or a flow runtime."""
+    task = _task_of(argv)
+    if task is not None:
+        run, step, task_id, root = task
+        table.tasks.setdefault(run, set()).add((step, task_id))
+        if root:
+            table.task_roots.setdefault(run, set()).add(os.path.realpath(root))
+        return
+    runtime = _runtime_of(proc, argv, started, cwd)
+    if runtime is not None:
+        table.runtimes.append(runtime)
 
 
 def _after(argv: list[str], flag: str) -> str | None:

@@ -6,11 +6,11 @@ the allow-list unpickler (no code runs), then converted to plain JSON within a s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._blobs import data_index, latest_attempt, load_blob
 from ._datastore import Datastore
-from ._errors import AgentError, NotAllowed
+from ._errors import AgentError, Damaged, NotAllowed
 from ._models import ArtifactInfo
 from ._pathspec import Pathspec
 from ._repr import small_json
@@ -20,14 +20,35 @@ VALUE_BYTES = 4096  # stored size up to which a value is loaded to be shown
 JSON_CHARS = 1000  # longest JSON form shown
 
 
-def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
-    """The artifacts of a data index (name, size, type, encoding, sha), sorted by name."""
+class IndexItem(NamedTuple):
+    """One artifact of a data index, as plain values (cheap to make for every artifact searched)."""
+
+    name: str
+    size: int | None
+    type: str | None
+    encoding: str | None
+    sha: str | None
+
+
+def index_items(index: dict[str, Any]) -> list[IndexItem]:
+    """The artifacts of a data index, sorted by name; Damaged when an entry is not what Metaflow writes."""
     objects, info = index.get("objects") or {}, index.get("info") or {}
     out = []
-    for name, sha in objects.items():
+    for name, sha in sorted(objects.items()):
         meta = info.get(name) or {}
-        out.append(ArtifactInfo(name=name, size=meta.get("size"), type=clean_type(meta.get("type")), encoding=meta.get("encoding"), sha=sha))
-    return sorted(out, key=lambda a: a.name)
+        if not isinstance(meta, dict):
+            raise Damaged(f"the artifact index's entry for {name!r} is not what Metaflow writes", hint="the data.json is corrupt")
+        size, kind, encoding = meta.get("size"), meta.get("type"), meta.get("encoding")
+        if not isinstance(name, str) or not isinstance(sha, (str, type(None))) or not isinstance(size, (int, type(None))) or isinstance(size, bool) \
+                or not isinstance(kind, (str, type(None))) or not isinstance(encoding, (str, type(None))):
+            raise Damaged(f"an entry of the artifact index ({name!r}) is not what Metaflow writes", hint="the data.json is corrupt")
+        out.append(IndexItem(name, size, clean_type(kind), encoding, sha))
+    return out
+
+
+def artifact_infos(index: dict[str, Any]) -> list[ArtifactInfo]:
+    """The artifacts of a data index (name, size, type, encoding, sha), sorted by name."""
+    return [ArtifactInfo(name=i.name, size=i.size, type=i.type, encoding=i.encoding, sha=i.sha) for i in index_items(index)]
 
 
 def clean_type(raw: str | None) -> str | None:

@@ -18,8 +18,9 @@ import os
 from typing import Any, Iterator
 
 from .. import _config
+from .._cost import current_meter, skip_damaged
 from .._datastore import LocalDatastore
-from .._errors import NotFound
+from .._errors import AgentError, Damaged, NotFound
 from .._liveness import on_local_fs, process_table
 from .._pathspec import Pathspec, not_found
 from .._records import (
@@ -38,17 +39,26 @@ from .base import Decide, MetadataBackend
 
 _NOT_RUNS = {"data", "_meta", "latest_run"}
 _ID_SLACK_MS = 60_000  # a run's record is written within this of its id's instant
+_DETAIL_FIELDS = frozenset({"attempt", "attempt_ok", "attempt-done", "foreach-stack"})
 
 
 class _TaskMeta:
-    """One task's `_meta` folder, from its listing: attempts and outcomes by file name."""
+    """One task's `_meta` folder, from its listing: attempts and outcomes by file name.
+
+    Only names that start with `sysmeta_attempt` or `sysmeta_foreach-stack` are parsed (a
+    folder holds 30-60 names); outcome values are filled in once read."""
+
+    __slots__ = ("attempts", "outcomes", "done", "detail", "values")
 
     def __init__(self, names: list[str]) -> None:
-        self.names = names
         self.attempts: list[int] = []  # start ts of each attempt
         self.outcomes: list[tuple[int, str]] = []  # (ts, file) of each attempt_ok
         self.done: list[int] = []  # attempt-done ts
+        self.detail: list[str] = []  # files task_detail reads (attempt, outcome, done, foreach-stack)
+        self.values: list[bool] | None = None  # each outcome's value, in ts order, once read
         for name in names:
+            if not name.startswith(("sysmeta_attempt", "sysmeta_foreach-stack")):
+                continue
             parsed = _meta_file(name)
             if parsed is None:
                 continue
@@ -59,6 +69,8 @@ class _TaskMeta:
                 self.outcomes.append((ts, name))
             elif field == "attempt-done":
                 self.done.append(ts)
+            if field in _DETAIL_FIELDS:
+                self.detail.append(name)
         self.outcomes.sort()
 
     @property
@@ -77,20 +89,45 @@ class _TaskMeta:
 
 
 class LocalMetadata(MetadataBackend):
-    """The metadata of local Metaflow, read from the files under one `.metaflow` root."""
+    """The metadata of local Metaflow, read from the files under one `.metaflow` root.
+
+    Within a call, each task's `_meta` listing is parsed once and each outcome read once
+    (kept in the call's memo), so a task examined twice costs its files once."""
 
     kind = "local"
 
     def __init__(self, files: LocalDatastore) -> None:
         self.files = files
         self.root = files.root
+        self._key = ("local-meta", files.root)
 
     # --- small helpers ---------------------------------------------------
     def _json(self, rel: str) -> Any:
-        return json.loads(self.files.read_small(rel))
+        return self.files.read_json(rel)
+
+    def _memo(self) -> dict[str, Any]:
+        memo = current_meter().memo
+        found = memo.get(self._key)
+        if found is None:
+            found = memo[self._key] = {}
+        return found
+
+    def _meta_at(self, task: str) -> _TaskMeta:
+        """The task's `_meta` listing, parsed once per call (`task` is its path under the root)."""
+        memo = self._memo()
+        meta = memo.get(task)
+        if meta is None:
+            meta = memo[task] = _TaskMeta(self.files.list(f"{task}/_meta"))
+        return meta
 
     def _task_meta(self, task: Pathspec) -> _TaskMeta:
-        return _TaskMeta(self.files.list(f"{task}/_meta"))
+        return self._meta_at(str(task))
+
+    def _outcome_values(self, task: str, meta: _TaskMeta) -> list[bool]:
+        """Each recorded outcome's value (attempt_ok True/False), read once per call."""
+        if meta.values is None:
+            meta.values = [self._json(f"{task}/_meta/{name}").get("value") == "True" for _, name in meta.outcomes]
+        return meta.values
 
     def _value(self, task: Pathspec, name: str) -> Any:
         return self._json(f"{task}/_meta/{name}").get("value")
@@ -100,8 +137,14 @@ class LocalMetadata(MetadataBackend):
 
     # --- flows and runs --------------------------------------------------
     def list_flows(self) -> list[str]:
-        return sorted(e.name for e in self.files.entries("") if e.is_dir and not e.name.startswith((".", "_"))
-                      and self.files.size(f"{e.name}/_meta/_self.json") is not None)
+        names = []
+        for e in self.files.entries(""):
+            if e.name.startswith((".", "_")):
+                continue
+            with skip_damaged(e.name):
+                if self.files.size(f"{e.name}/_meta/_self.json") is not None:
+                    names.append(e.name)
+        return sorted(names)
 
     def check_flow(self, flow: str) -> None:
         if self.files.size(f"{flow}/_meta/_self.json") is None:
@@ -109,9 +152,17 @@ class LocalMetadata(MetadataBackend):
 
     def _run_record(self, run: Pathspec) -> RunRecord | None:
         try:
-            return RunRecord.from_row(run.flow, self._json(f"{run}/_meta/_self.json"), run.run)
+            row = self._json(f"{run}/_meta/_self.json")
         except NotFound:
             return None
+        if not isinstance(row, dict):
+            raise Damaged(f"{run}/_meta/_self.json is not a run record", hint="the file is corrupt; other runs are still answered",
+                          item=f"{run}/_meta/_self.json")
+        try:
+            return RunRecord.from_row(run.flow, row, run.run)
+        except (TypeError, ValueError) as exc:
+            raise Damaged(f"{run}/_meta/_self.json is not a run record ({exc})", hint="the file is corrupt; other runs are still answered",
+                          item=f"{run}/_meta/_self.json") from None
 
     def get_run(self, run: Pathspec) -> RunRecord:
         self.check_flow(run.flow)
@@ -121,22 +172,44 @@ class LocalMetadata(MetadataBackend):
         return rec
 
     def run_ids(self, flow: str) -> list[str]:
-        """The flow's run ids, newest first when they are creation times (one listing)."""
-        ids = [n for n in self.files.list(flow) if n not in _NOT_RUNS and not n.startswith(".")]
-        return sorted(ids, key=lambda i: (i.isdigit(), int(i) if i.isdigit() else 0, i), reverse=True)
+        """The flow's run ids, newest first when they are creation times (one listing, sorted once per call)."""
+        memo = self._memo()
+        ids = memo.get(f"run-ids:{flow}")
+        if ids is None:
+            ids = [n for n in self.files.list(flow) if n not in _NOT_RUNS and not n.startswith(".")]
+            if all(i.isdigit() for i in ids):
+                ids.sort(key=int, reverse=True)
+            else:
+                ids.sort(key=lambda i: (i.isdigit(), int(i) if i.isdigit() else 0, i), reverse=True)
+            memo[f"run-ids:{flow}"] = ids
+        return ids
 
-    def _listed(self, flow: str, since_ms: int | None) -> Iterator[Listed]:
-        """Runs newest first, each record read only when the scan gets to it."""
+    def _record_or_skip(self, run: Pathspec) -> RunRecord | None:
+        """The run's record; None when absent or damaged (then skipped and named in the answer)."""
+        with skip_damaged(str(run)):
+            return self._run_record(run)
+        return None
+
+    def _listed(self, flow: str, query: RunQuery, after: tuple[int, str] | None) -> Iterator[Listed]:
+        """Runs newest first, each record read only when the scan gets to it. Local run ids are
+        creation times in µs: ids newer than the window (or the cursor) are passed over unread,
+        and the scan ends at the first id older than the window."""
         ids = self.run_ids(flow)
         if not all(i.isdigit() for i in ids):  # ids that are not creation times: order by the records
-            records = [r for r in (self._run_record(Pathspec(flow, i)) for i in ids) if r is not None]
+            records = [r for r in (self._record_or_skip(Pathspec(flow, i)) for i in ids) if r is not None]
             records.sort(key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
             yield from (Listed(r) for r in records)
             return
+        newest = query.until_ms
+        if after is not None:
+            newest = after[0] if newest is None else min(newest, after[0])
         for run_id in ids:
-            if since_ms is not None and int(run_id) // 1000 < since_ms - _ID_SLACK_MS:
+            id_ms = int(run_id) // 1000
+            if newest is not None and id_ms > newest + _ID_SLACK_MS:
+                continue  # created after the window or the cursor: its record cannot match
+            if query.since_ms is not None and id_ms < query.since_ms - _ID_SLACK_MS:
                 return  # every later id is older still
-            rec = self._run_record(Pathspec(flow, run_id))
+            rec = self._record_or_skip(Pathspec(flow, run_id))
             if rec is not None:
                 yield Listed(rec)
 
@@ -148,17 +221,16 @@ class LocalMetadata(MetadataBackend):
             if decide is not None:
                 decide(rec)
 
-        return scan_runs(self._listed(flow, query.since_ms), query, limit=limit, after=after, budget=budget,
+        return scan_runs(self._listed(flow, query, after), query, limit=limit, after=after, budget=budget,
                          needs_check=lambda r: decide is not None, settle=settle, note="local: runs read newest first")
 
     # --- outcomes and liveness -------------------------------------------
     def end_outcome(self, run: RunRecord) -> tuple[bool | None, int | None]:
-        end = run.pathspec.child("end")
-        for task in self._dirs(str(end)):
-            meta = self._task_meta(end.child(task))
+        end = f"{run.pathspec}/end"
+        for task in self._dirs(end):
+            meta = self._meta_at(f"{end}/{task}")
             if meta.latest_has_outcome:
-                ts, name = meta.outcomes[-1]
-                return self._value(end.child(task), name) == "True", meta.finished_ms or ts
+                return self._outcome_values(f"{end}/{task}", meta)[-1], meta.finished_ms or meta.outcomes[-1][0]
         return None, None
 
     def run_liveness(self, run: RunRecord) -> Fact:
@@ -194,10 +266,15 @@ class LocalMetadata(MetadataBackend):
     def _owned_by_runtime(self, run: RunRecord, runtimes: list[Any]) -> bool:
         """Whether a live runtime process owns this run: same script and root, started before
         the run, and this run is the first of its flow created after the process started."""
+        real_root = os.path.realpath(self.root)
+        # Only a runtime that started before the run was created can own it: most runs need no look.
+        older = [rt for rt in runtimes if (rt.root is None or rt.root == real_root) and int(rt.started_s * 1000) - 1000 <= run.ts_ms]
+        if not older:
+            return False
         script = self._script_name(run.pathspec)
         if script is None:
             return False
-        mine = [rt for rt in runtimes if rt.script == script and (rt.root is None or rt.root == os.path.realpath(self.root))]
+        mine = [rt for rt in older if rt.script == script]
         if not mine:
             return False
         created_ms = [int(i) // 1000 for i in self.run_ids(run.flow) if i.isdigit()]
@@ -237,9 +314,11 @@ class LocalMetadata(MetadataBackend):
         steps = self.list_steps(run.pathspec)
         newest = run.ts_ms
         for step in steps[-1:]:
-            for task in self._dirs(f"{run.pathspec}/{step}"):
-                meta = self._task_meta(run.pathspec.child(step).child(task))
-                newest = max([newest, *meta.attempts, *(ts for ts, _ in meta.outcomes), *meta.done])
+            base = f"{run.pathspec}/{step}"
+            for task in self._dirs(base):
+                with skip_damaged(f"{base}/{task}"):
+                    meta = self._meta_at(f"{base}/{task}")
+                    newest = max([newest, *meta.attempts, *(ts for ts, _ in meta.outcomes), *meta.done])
         return newest
 
     # --- steps and tasks ---------------------------------------------------
@@ -248,7 +327,14 @@ class LocalMetadata(MetadataBackend):
         if not names:
             self.get_run(run)
         steps = [n for n in names if not n.startswith("_")]
-        ts = {s: self._json(f"{run}/{s}/_meta/_self.json").get("ts_epoch", 0) for s in steps}
+        ts: dict[str, float] = {}
+        for step in steps:
+            try:
+                ts[step] = float(self._json(f"{run}/{step}/_meta/_self.json").get("ts_epoch", 0))
+            except (AgentError, AttributeError, TypeError, ValueError) as exc:  # kept, ordered last: its tasks still count
+                ts[step] = float("inf")
+                reason = exc.message if isinstance(exc, AgentError) else "its record is not a step record"
+                current_meter().damaged(f"{run}/{step}", f"step order unknown: {reason}", skipped=False)
         return sorted(steps, key=lambda s: (ts[s], s))
 
     def list_tasks(self, step: Pathspec) -> list[str]:
@@ -257,18 +343,20 @@ class LocalMetadata(MetadataBackend):
     def step_outcomes(self, run: Pathspec, steps: list[str], *, times: bool = False) -> list[StepOutcomes]:
         out = []
         for step in steps:
-            sps = run.child(step)
             so = StepOutcomes(step, set(), set(), set())
-            for task in self._dirs(str(sps)):
-                tps = sps.child(task)
-                meta = self._task_meta(tps)
-                if meta.attempts:
-                    so.started.add(task)
-                for ts, name in meta.outcomes:
-                    so.newest_ms = max(so.newest_ms, ts)
-                    (so.ok if self._value(tps, name) == "True" else so.failed).add(task)
-                if times and (meta.attempts or meta.outcomes):
-                    so.times[task] = (meta.started_ms, meta.finished_ms if meta.latest_has_outcome else None)
+            base = f"{run}/{step}"
+            for task in self._dirs(base):
+                path = f"{base}/{task}"
+                with skip_damaged(path):  # a damaged task is left out of its step (and named)
+                    meta = self._meta_at(path)
+                    values = self._outcome_values(path, meta)
+                    if meta.attempts:
+                        so.started.add(task)
+                    for (ts, _), ok in zip(meta.outcomes, values):
+                        so.newest_ms = max(so.newest_ms, ts)
+                        (so.ok if ok else so.failed).add(task)
+                    if times and (meta.attempts or meta.outcomes):
+                        so.times[task] = (meta.started_ms, meta.finished_ms if meta.latest_has_outcome else None)
             out.append(so)
         return out
 
@@ -284,9 +372,13 @@ class LocalMetadata(MetadataBackend):
 
     def task_detail(self, task: Pathspec) -> TaskDetail:
         self.check_task(task)
-        wanted = {"attempt", "attempt_ok", "attempt-done", "foreach-stack"}
-        names = [n for n in self.files.list(f"{task}/_meta") if (_meta_file(n) or ("", 0))[0] in wanted]
-        return detail_from_rows(self._json(f"{task}/_meta/{n}") for n in names)
+        rows = []
+        for name in self._task_meta(task).detail:
+            row = self._json(f"{task}/_meta/{name}")
+            if not isinstance(row, dict):
+                raise Damaged(f"{task}/_meta/{name} is not a metadata row", hint="the file is corrupt", item=f"{task}/_meta/{name}")
+            rows.append(row)
+        return detail_from_rows(rows)
 
     def capabilities(self) -> dict[str, object]:
         return {"datastore": "local", "datastore_root": self.root}
