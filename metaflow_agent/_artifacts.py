@@ -71,6 +71,7 @@ def list_artifacts(
             truncated=more,
             next_cursor=make_cursor("list_artifacts", key, i=start + limit) if more else None,
             scanned=len(infos),
+            notes=meter.damage_notes(),
             cost=Cost.of(meter),
         )
         return result.resumable(lambda kept: make_cursor("list_artifacts", key, i=start + kept))
@@ -143,7 +144,7 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
             summary=summary,
             repr=text,
             truncated=cut,
-            notes=notes,
+            notes=notes + meter.damage_notes(),
             cost=Cost.of(meter),
         )
 
@@ -233,6 +234,8 @@ def search_artifacts(
             complete = False
             notes.append(f"{len(no_data)} task(s) have no artifact data in the datastore "
                          f"at {backend.store.root}: still running, or stored under another datastore root")
+        notes += meter.damage_notes()
+        complete = complete and not meter.skipped_count
         result = ArtifactSearch(
             flow=fl,
             hits=hits,
@@ -356,14 +359,17 @@ def artifact_values(
         scan = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs, decide=lambda rec: settle_run(backend, rec))
         rows = []
         for rec in scan.runs:
-            task, info = _find_artifact(backend, rec.pathspec, name, step)
-            value, note = plain_value(backend.store, fl, info) if info is not None else (None, "no task of this run saved it")
-            rows.append(ArtifactValue(run=str(rec.pathspec), created_at=iso(rec.ts_ms) or "", status=rec.status,
-                                      task=str(task) if task else None, value=value, type=info.type if info else None,
-                                      size=info.size if info else None, note=note))
+            with skip_damaged(str(rec.pathspec)):  # a run whose artifacts cannot be read is skipped and named
+                task, info = _find_artifact(backend, rec.pathspec, name, step)
+                value, note = plain_value(backend.store, fl, info) if info is not None else (None, "no task of this run saved it")
+                rows.append(ArtifactValue(run=str(rec.pathspec), created_at=iso(rec.ts_ms) or "", status=rec.status,
+                                          task=str(task) if task else None, value=value, type=info.type if info else None,
+                                          size=info.size if info else None, note=note))
         if order == "oldest":
             rows.reverse()
         notes = list(scan.notes[1:])
         if ns:
             notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
-        return ArtifactValues(flow=fl, name=name, values=rows, complete=scan.complete, notes=notes, cost=Cost.of(meter))
+        notes += meter.damage_notes()
+        return ArtifactValues(flow=fl, name=name, values=rows, complete=scan.complete and not meter.skipped_count, notes=notes,
+                              cost=Cost.of(meter))

@@ -62,7 +62,8 @@ def get_backend() -> Backend:
     with _lock:
         backend = _cache.get(key)
         if backend is None:
-            backend = _cache[key] = _make()
+            with one_time():  # its modules' first import and the provider's set-up, once per configuration
+                backend = _cache[key] = _make()
         return backend
 
 

@@ -66,6 +66,7 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
             artifacts=art_diffs[:cap],
             equal=equal,
             truncated=len(param_diffs) > cap or len(art_diffs) > cap,
+            notes=meter.damage_notes(),
             cost=Cost.of(meter),
         )
 

@@ -18,6 +18,7 @@ from ._errors import Damaged
 
 DAMAGE_NAMED = 10  # damaged items named in an answer's notes (all are counted)
 _DAMAGE_KEPT = 1000  # damaged items remembered per call
+_REASON_CHARS = 160
 
 
 @dataclass
@@ -74,7 +75,9 @@ class CostMeter:
         self.damage_count += 1
         self.skipped_count += skipped
         if len(self.damage) < _DAMAGE_KEPT:
-            self.damage[item] = (reason, skipped)
+            # The reason names a path under the item's: say it once.
+            reason = reason[len(item) + 1:] if reason.startswith(item + "/") else reason[len(item) + 1:] if reason.startswith(item + " ") else reason
+            self.damage[item] = (reason[:_REASON_CHARS], skipped)
 
     def damage_notes(self) -> list[str]:
         """The answer's notes on damaged items: how many, and the first few by name and reason."""
@@ -151,6 +154,16 @@ def skip_damaged(item: str | Callable[[], str]) -> Iterator[None]:
         yield
     except Damaged as exc:
         current_meter().damaged(item() if callable(item) else item, exc.message, skipped=True)
+
+
+@contextmanager
+def shown_without(item: str) -> Iterator[None]:
+    """Around an optional part of one item: a Damaged error leaves the part out (the block ends
+    there) and is recorded on the call's meter; the item itself is still shown."""
+    try:
+        yield
+    except Damaged as exc:
+        current_meter().damaged(item, exc.message, skipped=False)
 
 
 def add_cost_hook(hook: Callable[[str, str, str, int], None]) -> None:

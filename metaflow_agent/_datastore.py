@@ -100,7 +100,7 @@ def parse_json(data: bytes, rel: str) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise Damaged(f"{rel} is not valid JSON ({type(exc).__name__}: {str(exc)[:80]})",
-                      hint="the file is truncated or corrupt; other items are still answered", item=rel) from None
+                      hint="the file is truncated or corrupt: repair or remove it (questions over many items skip it and name it in notes)", item=rel) from None
 
 
 def _too_big(rel: str, cap: int) -> Damaged:
@@ -170,7 +170,7 @@ class LocalDatastore(Datastore):
                           hint="a link loop or an unreadable target in the datastore", item=rel) from None
         if real != self._real and not real.startswith(self._real + os.sep):
             raise Damaged(f"{rel} is a symbolic link that leaves the datastore root",
-                          hint="links out of the root are not followed; other items are still answered", item=rel)
+                          hint="links out of the datastore root are not followed: replace the link with the folder or file itself", item=rel)
         return real
 
     def _dir(self, seen: _Seen, rel: str) -> str:
@@ -219,7 +219,7 @@ class LocalDatastore(Datastore):
             raise
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise Damaged(f"{rel} is a {_kind_of(st.st_mode)} where a file belongs", hint="refused without reading; other items are still answered", item=rel)
+            raise Damaged(f"{rel} is a {_kind_of(st.st_mode)} where a file belongs", hint="refused without reading it: replace it with the file Metaflow wrote (questions over many items skip it)", item=rel)
         return fd, st
 
     @staticmethod
@@ -321,25 +321,29 @@ class LocalDatastore(Datastore):
         parent, _, name = rel_dir.rpartition("/")
         kids: set[str] | None = None
         names: list[Any]
+        named = seen.lists.get((rel_dir, False)) if with_stat else None
+        if named is not None and rel_dir in seen.dirs:  # named and checked already: a stat per name, no second listing
+            path = self._abs(rel_dir)
+            names = []
+            for n in named:
+                try:
+                    st = os.stat(f"{path}/{n}", follow_symlinks=False)
+                except OSError:
+                    continue
+                names.append(Entry(n, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime))
+            self._remember(seen, (rel_dir, True), names)
+            return names
         try:
             path = f"{self._dir(seen, parent)}/{name}" if rel_dir else self._real
             try:
                 fd = os.open(path, _DIR_FLAGS)
-            except OSError as exc:
-                if exc.errno not in _SYMLINK_ERRNOS:
+            except OSError as exc:  # a link gives ELOOP, or ENOTDIR with O_DIRECTORY (Linux)
+                if exc.errno not in _SYMLINK_ERRNOS and not (exc.errno == errno.ENOTDIR and os.path.islink(path)):
                     raise
                 fd = os.open(self._inside(path, rel_dir), _DIR_FLAGS)
             try:
                 if not with_stat and (name == "_meta" or (rel_dir and not parent)):
                     names = os.listdir(fd)  # a `_meta` folder, or a flow's (few of its runs are looked into)
-                elif with_stat and (rel_dir, False) in seen.lists:  # named already: stat the names, no new listing
-                    names = []
-                    for n in seen.lists[(rel_dir, False)]:
-                        try:
-                            st = os.stat(n, dir_fd=fd, follow_symlinks=False)
-                        except OSError:
-                            continue
-                        names.append(Entry(n, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime))
                 else:
                     names, kids = [], set()
                     with os.scandir(fd) as it:

@@ -9,12 +9,12 @@ from pydantic import JsonValue
 from . import _config
 from ._backend import Backend, get_backend
 from ._blobs import attempt_ended
-from ._cost import call
-from ._errors import AgentError
+from ._cost import call, current_meter, shown_without, skip_damaged
+from ._errors import AgentError, Damaged
 from ._inputs import check_limit, iso
 from ._logs import task_logs
 from ._models import Cost, DiagnosedTask, Diagnosis, ProblemKind
-from ._outcomes import assess, exception_of, failed_attempts, short_type
+from ._outcomes import Assessment, assess, exception_of, failed_attempts, short_type
 from ._pathspec import Pathspec
 from ._text import clip
 from ._values import plain_value, task_artifacts
@@ -64,36 +64,50 @@ def diagnose_run(run: str, *, tasks: int = 3, lines: int = 10, max_bytes: int = 
         problems: list[tuple[str, str, ProblemKind]] = [(s, t, _AS_PROBLEM[k]) for s, t, k in a.ordered(*_PROBLEMS)]
         problems.sort(key=lambda p: _PROBLEMS.index(p[2]))  # failures before the rest, step order within
         found: list[DiagnosedTask] = []
-        for step, task, kind in problems[:tasks]:
+        for step, task, kind in problems:
+            if len(found) == tasks:
+                break
             tps = ps.child(step).child(task)
-            if (step, task) not in a.details and (step, task) not in a.listings:
-                a.details[(step, task)] = backend.meta.task_detail(tps)
-            exc = exception_of(backend, tps, failed_attempts(a, tps))
-            text = f"{short_type(exc.get('type'))}: {exc.get('message')}" if exc else None
-            detail = a.details.get((step, task))
-            latest = detail.attempts[-1].attempt if detail and detail.attempts else max(a.listings.get((step, task)) or {0: set()})
-            rc = attempt_ended(backend.store, tps, latest)[1] if kind != "failed" else None
-            log: list[str] = []
-            if lines:
-                try:
-                    got = task_logs(str(tps), stream="both", tail=lines, attempt=latest)
-                    log = [f"{ln.stream or ''}: {clip(ln.text, _LINE_CHARS)}" for ln in got.lines]
-                except AgentError:
-                    log = []
-            found.append(DiagnosedTask(pathspec=str(tps), status=kind, exception=clip(text, 500), return_code=rc, log=log))
+            with skip_damaged(str(tps)):  # a damaged one is named; the next problem is shown
+                found.append(_diagnosed(backend, a, tps, kind, lines))
+        params: dict[str, JsonValue] = {}
+        with shown_without(f"{ps}/_parameters"):
+            params = parameters(backend, ps)
         result = Diagnosis(
             run=str(ps),
             status=a.state,
             created_at=iso(rec.ts_ms) or "",
             duration_s=round((a.finished_ms - rec.ts_ms) / 1000, 3) if a.finished_ms else None,
-            parameters=parameters(backend, ps),
+            parameters=params,
             failures=found,
             total_failures=len(problems),
             truncated=len(problems) > len(found),
-            notes=[f"backend: {backend.kind}"] + a.notes,
+            notes=[f"backend: {backend.kind}"] + a.notes + meter.damage_notes(),
             cost=Cost.of(meter),
         )
         return _fit(result, max_bytes)
+
+
+def _diagnosed(backend: Backend, a: Assessment, tps: Pathspec, kind: ProblemKind, lines: int) -> DiagnosedTask:
+    """One failing task: its exception, exit code and last log lines."""
+    step, task = tps.step, tps.task
+    if (step, task) not in a.details and (step, task) not in a.listings:
+        a.details[(step, task)] = backend.meta.task_detail(tps)
+    exc = exception_of(backend, tps, failed_attempts(a, tps))
+    text = f"{short_type(exc.get('type'))}: {exc.get('message')}" if exc else None
+    detail = a.details.get((step, task))
+    latest = detail.attempts[-1].attempt if detail and detail.attempts else max(a.listings.get((step, task)) or {0: set()})
+    rc = attempt_ended(backend.store, tps, latest)[1] if kind != "failed" else None
+    log: list[str] = []
+    if lines:
+        try:
+            got = task_logs(str(tps), stream="both", tail=lines, attempt=latest)
+            log = [f"{ln.stream or ''}: {clip(ln.text, _LINE_CHARS)}" for ln in got.lines]
+        except Damaged as exc_:  # shown without its log
+            current_meter().damaged(str(tps), f"log: {exc_.message}", skipped=False)
+        except AgentError:
+            log = []
+    return DiagnosedTask(pathspec=str(tps), status=kind, exception=clip(text, 500), return_code=rc, log=log)
 
 
 def _fit(d: Diagnosis, max_bytes: int) -> Diagnosis:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import _config
 from ._backend import get_backend
-from ._cost import call
+from ._cost import call, shown_without, skip_damaged
 from ._cursor import cursor_offset, make_cursor, open_cursor, query_key
 from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, resolve_namespace
 from ._models import Cost, FlowInfo, FlowList
@@ -39,8 +39,10 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
         else:
             names = backend.meta.list_flows()
             for name in names[:budget]:
-                scan = backend.meta.scan_runs(name, query, limit=1, after=None, budget=1)
-                latest[name] = scan.runs[0] if scan.runs else None
+                latest[name] = None
+                with skip_damaged(name):
+                    scan = backend.meta.scan_runs(name, query, limit=1, after=None, budget=1)
+                    latest[name] = scan.runs[0] if scan.runs else None
         def recency(name: str) -> tuple[int, str]:
             rec = latest[name]
             return (rec.ts_ms if rec is not None else -1, name)
@@ -54,16 +56,20 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
             if rec is None:
                 rows.append(FlowInfo(flow=name))
                 continue
-            if rec.status is None:
-                settle_run(backend, rec)
-            rows.append(FlowInfo(flow=name, latest_run=str(rec.pathspec), status=rec.status, created_at=iso(rec.ts_ms),
-                                 steps=len(backend.meta.list_steps(rec.pathspec))))
+            steps: int | None = None
+            with shown_without(str(rec.pathspec)):
+                if rec.status is None:
+                    settle_run(backend, rec)
+                steps = len(backend.meta.list_steps(rec.pathspec))
+            rows.append(FlowInfo(flow=name, latest_run=str(rec.pathspec), status=rec.status, created_at=iso(rec.ts_ms), steps=steps))
         more = start + limit < len(ordered)
         notes = [f"backend: {backend.kind}; {len(names)} flows"]
         if ns:
             notes.append(f"latest runs in namespace {ns!r} (namespace=None, CLI --no-namespace, for anyone's)")
         if len(names) > budget:
             notes.append(f"latest runs looked up for the first {budget} flows only; the rest follow by name")
+        notes += meter.damage_notes()
         result = FlowList(flows=rows, truncated=more, next_cursor=make_cursor("list_flows", key, i=start + limit) if more else None,
-                          complete=len(names) <= budget, scanned=min(len(names), budget), notes=notes, cost=Cost.of(meter))
+                          complete=len(names) <= budget and not meter.skipped_count, scanned=min(len(names), budget), notes=notes,
+                          cost=Cost.of(meter))
         return result.resumable(lambda kept: make_cursor("list_flows", key, i=start + kept))

@@ -193,7 +193,7 @@ def task_logs(
             line_count=line_count,
             lines=lines,
             truncated=truncated,
-            notes=notes,
+            notes=notes + meter.damage_notes(),
             cost=Cost.of(meter),
         )
 
@@ -219,7 +219,8 @@ def _grep(store: Datastore, files: list[LogFile], pattern: Pattern, context: int
                 truncated = True
                 notes.append(f"stopped after max_bytes={budget}; {size - offset} bytes of {rel.rsplit('/', 1)[-1]} not scanned")
                 break
-            data = store.read(rel, offset, min(_GREP_CHUNK, budget - read)) if offset < size else b""
+            # Always one read, even of an empty file: it refuses what is not a file (a FIFO lists as empty).
+            data = store.read(rel, offset, min(_GREP_CHUNK, budget - read)) if offset < size or not offset else b""
             offset += len(data)
             read += len(data)
             done = not data

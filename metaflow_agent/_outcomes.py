@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from ._backend import Backend
 from ._blobs import attempt_files, graph_info, latest_attempt, task_exception
-from ._errors import BackendError
+from ._cost import current_meter, skip_damaged
+from ._errors import BackendError, Damaged
 from ._models import FailureBrief
 from ._pathspec import Pathspec
 from ._records import FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
@@ -92,13 +93,18 @@ def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET, tim
     alive: Fact = None if end_ok and not unsettled else meta.run_liveness(run)
     a = Assessment("unknown", None, alive, steps, outcomes, {})
     tasks_alive: Fact = False if end_ok else alive  # once the end step succeeded, the run is over
+    by_step = {so.step: so for so in outcomes}
     for i, (step, task) in enumerate(unsettled):
         has_failed = task in failed_of[step]
         if i >= budget:
             a.complete = False
             a.verdicts[(step, task)] = _approximate(has_failed, tasks_alive)
             continue
-        a.verdicts[(step, task)] = _task_kind(backend, rps.child(step).child(task), has_failed, tasks_alive, a)
+        tps = rps.child(step).child(task)
+        with skip_damaged(str(tps)):
+            a.verdicts[(step, task)] = _task_kind(backend, tps, has_failed, tasks_alive, a)
+        if (step, task) not in a.verdicts:  # damaged: left out of its step like any damaged task
+            _drop(by_step[step], task)
     if not a.complete:
         a.notes.append(f"{len(unsettled)} unsettled tasks: the first {budget} examined one by one, the rest judged from the run's liveness")
     kinds = set(a.verdicts.values())
@@ -106,6 +112,13 @@ def assess(backend: Backend, run: RunRecord, *, budget: int = DETAIL_BUDGET, tim
     if finish and a.state in FINISHED:
         a.finished_ms = meta.finished_ms(run, outcomes, completed=a.state == "completed")
     return a
+
+
+def _drop(so: StepOutcomes, task: str) -> None:
+    """Leave a damaged task out of its step's outcome sets (it is named in the answer's notes)."""
+    for tasks in (so.started, so.ok, so.failed):
+        tasks.discard(task)
+    so.times.pop(task, None)
 
 
 def _approximate(has_failed: bool, alive: Fact) -> Kind:
@@ -125,6 +138,8 @@ def _task_kind(backend: Backend, task: Pathspec, has_failed: bool, run_alive: Fa
     saved data.json raised; one that did not is running or died), else from its metadata."""
     try:
         files = attempt_files(backend.store, task)
+    except Damaged:
+        raise
     except BackendError:  # no datastore: the metadata alone decides
         files = {}
     if files:
@@ -216,7 +231,10 @@ def finish(backend: Backend, runs: list[RunRecord]) -> None:
     """Date the end of the runs that are over (settled ones whose finish is not known yet)."""
     for run in runs:
         if run.finished_ms is None and run.status in FINISHED:
-            run.finished_ms = backend.meta.finished_ms(run, [], completed=run.status == "completed")
+            try:
+                run.finished_ms = backend.meta.finished_ms(run, [], completed=run.status == "completed")
+            except Damaged as exc:  # shown without its finish
+                current_meter().damaged(str(run.pathspec), f"finish unknown: {exc.message}", skipped=False)
 
 
 def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None) -> tuple[bool | None, bool | None]:
@@ -286,10 +304,11 @@ def first_failure(backend: Backend, run: RunRecord, a: Assessment) -> FailureBri
     for kinds in (("failed",), ("crashed",)):
         for step, task, kind in a.ordered(*kinds):
             tps = run.pathspec.child(step).child(task)
-            if (step, task) not in a.details and (step, task) not in a.listings:
-                a.details[(step, task)] = backend.meta.task_detail(tps)
-            exc = exception_of(backend, tps, failed_attempts(a, tps))
-            if kind == "crashed" and not exc:
-                return FailureBrief(pathspec=str(tps), exception_type="crashed", message="died without recording an outcome")
-            return FailureBrief(pathspec=str(tps), exception_type=short_type(exc.get("type")), message=clip(exc.get("message"), 300))
+            with skip_damaged(str(tps)):  # a damaged one is named; the next failure is shown
+                if (step, task) not in a.details and (step, task) not in a.listings:
+                    a.details[(step, task)] = backend.meta.task_detail(tps)
+                exc = exception_of(backend, tps, failed_attempts(a, tps))
+                if kind == "crashed" and not exc:
+                    return FailureBrief(pathspec=str(tps), exception_type="crashed", message="died without recording an outcome")
+                return FailureBrief(pathspec=str(tps), exception_type=short_type(exc.get("type")), message=clip(exc.get("message"), 300))
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from ._cost import skip_damaged
 from ._pathspec import Pathspec
 from ._states import RunState, TaskState
 
@@ -138,8 +139,13 @@ def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: t
                 return scan
             checks += 1
         scan.scanned += 1
-        settle(rec)
         scan.resume_after = (rec.ts_ms, rec.run_id)
+        settled = False
+        with skip_damaged(str(rec.pathspec)):  # a run whose state cannot be read is skipped and named
+            settle(rec)
+            settled = True
+        if not settled:
+            continue
         if query.status is not None and rec.status != query.status:
             continue
         scan.runs.append(rec)

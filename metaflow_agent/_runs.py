@@ -6,7 +6,7 @@ import statistics
 
 from . import _config
 from ._backend import Backend, get_backend
-from ._cost import CostMeter, call
+from ._cost import CostMeter, call, skip_damaged
 from ._cursor import make_cursor, open_cursor, query_key
 from ._errors import BadCursor, BadInput
 from ._inputs import (
@@ -137,8 +137,9 @@ def list_runs(
         notes = list(scan.notes)
         if ns:
             notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
+        notes += meter.damage_notes()
         result = RunList(flow=fl, runs=[_run_info(r) for r in scan.runs], truncated=scan.more, next_cursor=next_cursor,
-                         complete=scan.complete, scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
+                         complete=scan.complete and not meter.skipped_count, scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
         return result.resumable(lambda kept: cursor_after((scan.runs[kept - 1].ts_ms, scan.runs[kept - 1].run_id)))
 
 
@@ -185,6 +186,7 @@ def run_summary(run: str) -> RunSummary:
         notes = [f"backend: {backend.kind}"] + a.notes
         if a.outcomes and not all(so.exact_times for so in a.outcomes):
             notes.append("step and task times from task registration and last heartbeat (stored at most every 10 s): approximate")
+        notes += meter.damage_notes()
         return RunSummary(
             pathspec=str(ps),
             status=a.state,
@@ -279,7 +281,11 @@ def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, 
 def _step_stats(backend: Backend, runs: list[RunRecord]) -> dict[str, dict[str, float]]:
     per: dict[str, dict[str, list[float]]] = {}
     for rec in runs:
-        a = assess(backend, rec, times=True)
+        a: Assessment | None = None
+        with skip_damaged(str(rec.pathspec)):
+            a = assess(backend, rec, times=True)
+        if a is None:
+            continue
         for so in a.outcomes:
             s = _step_summary(a, so)
             row = per.setdefault(so.step, {"runs": [], "failed": [], "durations": []})
@@ -336,6 +342,14 @@ def run_stats(
         if decided is not None:
             out = [_decided_stats(d) for d in decided]
         else:
-            out = [_flow_stats(backend, f, query, last, budget, per_step, _config.default("stats_step_runs")) for f in parsed]
+            out = []
+            for f in parsed:
+                skipped = meter.skipped_count
+                stats = _flow_stats(backend, f, query, last, budget, per_step, _config.default("stats_step_runs"))
+                if meter.skipped_count > skipped:  # damaged runs were left out of this flow's counts
+                    stats.complete = False
+                    stats.notes.append(f"{meter.skipped_count - skipped} damaged item(s) left out (see the answer's notes)")
+                out.append(stats)
         notes = [f"backend: {backend.kind}"] + ([f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)"] if ns else [])
+        notes += meter.damage_notes()
         return RunStatsList(flows=out, window=window, notes=notes, cost=Cost.of(meter))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import _config
 from ._backend import Backend, get_backend
 from ._blobs import attempt_ended, attempt_times, foreach_position, latest_attempt
-from ._cost import call
+from ._cost import call, skip_damaged
 from ._cursor import cursor_offset, make_cursor, open_cursor, query_key
 from ._errors import AgentError, BadInput
 from ._inputs import check_limit, iso
@@ -79,13 +79,16 @@ def failed_tasks(
             candidates = [c for c in candidates if c[2] != "retried_ok"]
         candidates.sort(key=lambda c: (_KIND_ORDER[c[2]], task_order(c[1]), c[0]))
         page = candidates[start : start + limit]
-        items = []
-        for step, task, kind in page:
+        items: list[FailedTask] = []
+        shown: list[int] = []  # each item's place among the candidates (a damaged one is skipped)
+        for i, (step, task, kind) in enumerate(page, start):
             tps = ps.child(step).child(task)
-            found = details.get((step, task))
-            if found is not None:
-                found.foreach_index = _foreach_of(backend, tps, found)
-            items.append(_describe(backend, tps, kind, found or _detail(backend, a, tps), detail))
+            with skip_damaged(str(tps)):
+                found = details.get((step, task))
+                if found is not None:
+                    found.foreach_index = _foreach_of(backend, tps, found)
+                items.append(_describe(backend, tps, kind, found or _detail(backend, a, tps), detail))
+                shown.append(i)
         more = start + limit < len(candidates)
         result = FailedTaskList(
             run=str(ps),
@@ -97,12 +100,12 @@ def failed_tasks(
             total_retried_ok=total_retried_ok,
             truncated=more,
             next_cursor=make_cursor("failed_tasks", key, i=start + limit) if more else None,
-            complete=complete,
+            complete=complete and not meter.skipped_count,
             scanned=scanned,
-            notes=[f"backend: {backend.kind}; run {state}"] + notes,
+            notes=[f"backend: {backend.kind}; run {state}"] + notes + meter.damage_notes(),
             cost=Cost.of(meter),
         )
-        return result.resumable(lambda kept: make_cursor("failed_tasks", key, i=start + kept))
+        return result.resumable(lambda kept: make_cursor("failed_tasks", key, i=shown[kept - 1] + 1))
 
 
 def _decided_kind(t: DecidedTask) -> ProblemKind | None:
@@ -234,5 +237,6 @@ def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = N
         notes = [f"backend: {backend.kind}; run {run_state}"] + notes
         result = TaskList(run=str(ps), tasks=page, counts=counts, truncated=more,
                           next_cursor=make_cursor("list_tasks", key, i=start + limit) if more else None,
-                          complete=complete, scanned=len(rows), notes=notes, cost=Cost.of(meter))
+                          complete=complete and not meter.skipped_count, scanned=len(rows), notes=notes + meter.damage_notes(),
+                          cost=Cost.of(meter))
         return result.resumable(lambda kept: make_cursor("list_tasks", key, i=start + kept))

@@ -156,12 +156,12 @@ class LocalMetadata(MetadataBackend):
         except NotFound:
             return None
         if not isinstance(row, dict):
-            raise Damaged(f"{run}/_meta/_self.json is not a run record", hint="the file is corrupt; other runs are still answered",
+            raise Damaged(f"{run}/_meta/_self.json is not a run record", hint="the file is corrupt: repair or remove it (run listings skip it and name it in notes)",
                           item=f"{run}/_meta/_self.json")
         try:
             return RunRecord.from_row(run.flow, row, run.run)
         except (TypeError, ValueError) as exc:
-            raise Damaged(f"{run}/_meta/_self.json is not a run record ({exc})", hint="the file is corrupt; other runs are still answered",
+            raise Damaged(f"{run}/_meta/_self.json is not a run record ({exc})", hint="the file is corrupt: repair or remove it (run listings skip it and name it in notes)",
                           item=f"{run}/_meta/_self.json") from None
 
     def get_run(self, run: Pathspec) -> RunRecord:

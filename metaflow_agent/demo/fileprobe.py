@@ -1,7 +1,8 @@
 """Counting what plain Metaflow code reads from a local root, for honest comparisons.
 
 A `sys.addaudithook` hook sees every `open` for reading and every directory
-listing (`os.listdir`, `os.scandir`) the process makes, whoever makes it. Opens
+listing (`os.listdir`, `os.scandir`, or a folder opened to be listed by its
+descriptor) the process makes, whoever makes it. Opens
 and listings under the root are counted and the size of each opened file (at
 open time) is summed: exact for files read whole (how the Client reads metadata
 files, data.json, blobs and logs), an upper bound for ranged reads. Used by the
@@ -72,6 +73,10 @@ class FileProbe:
                     m.bytes += size
                     if self.keep_log:
                         m.log.append(("open", self._rel(full), size))
+                elif full is not None and os.path.isdir(full):  # a folder opened to be listed by its descriptor
+                    m.listings += 1
+                    if self.keep_log:
+                        m.log.append(("list", self._rel(full), 0))
             else:
                 full = self._under_root(args[0] if args and args[0] is not None else os.getcwd())
                 if full is not None:
