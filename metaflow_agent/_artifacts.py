@@ -201,14 +201,17 @@ def search_artifacts(
         ns = resolve_namespace(namespace)
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
         backend = get_backend()
-        scan = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs)
+        # Without filters on what run records hold, the newest runs come from the listing alone.
+        chosen = backend.meta.newest_runs(fl, runs) if not ns and query.since_ms is None and query.until_ms is None else None
+        if chosen is None:
+            chosen = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs).runs
         hits: list[ArtifactHit] = []
         positions: list[tuple[int, ...]] = []
         searched: list[str] = []
         tasks_read = 0
         more, complete, last = False, True, resume
         no_data: list[str] = []
-        for pos, task_ps, info in _walk(backend, fl, scan.runs, resume, searched):
+        for pos, task_ps, info in _walk(backend, fl, chosen, resume, searched):
             if info is None:  # a task boundary: count it against the budget
                 if tasks_read >= budget:
                     complete = False
@@ -262,7 +265,7 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
         searched.append(rec.run_id)
         steps: list[str] = []
         with skip_damaged(str(rec.pathspec)):
-            steps = backend.meta.list_steps(rec.pathspec)
+            steps = backend.meta.step_names(rec.pathspec)
         for si, step in enumerate(steps):
             if (ri, si) < resume[:2]:
                 continue

@@ -21,10 +21,11 @@ import os
 import stat
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ._cost import current_meter
+from ._cost import CostMeter, current_meter
 from ._errors import BackendError, Damaged, NotFound, PathEscape, ServiceUnavailable
 
 SMALL_CAP = 4 << 20  # the largest "small" file (records, data.json, metadata rows)
@@ -108,7 +109,7 @@ def _too_big(rel: str, cap: int) -> Damaged:
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_BAD_NAMES = frozenset({"", ".", ".."})
 _SYMLINK_ERRNOS = frozenset({errno.ELOOP, errno.EMLINK})  # what O_NOFOLLOW gives on a symbolic link (Linux, BSD)
 _LIST_MEMO_NAMES = 200_000  # names kept from listings per call (oldest listings dropped first)
 _READ_MEMO_BYTES = 4 << 20  # small-file bytes kept per call
@@ -135,9 +136,9 @@ class _Seen:
     def __init__(self) -> None:
         self.dirs: set[str] = {""}  # folders checked (the root is resolved once per datastore)
         self.children: dict[str, set[str]] = {}  # folder -> names of its real subfolders (from its listing)
-        self.lists: dict[tuple[str, bool], Any] = {}  # (folder, with_stat) -> names or entries, oldest first
+        self.lists: OrderedDict[tuple[str, bool], Any] = OrderedDict()  # (folder, with_stat) -> names or entries, oldest first
         self.list_names = 0
-        self.reads: dict[str, bytes] = {}
+        self.reads: OrderedDict[str, bytes] = OrderedDict()
         self.read_bytes = 0
 
 
@@ -149,8 +150,8 @@ class LocalDatastore(Datastore):
         self._real = os.path.realpath(root)  # resolved once: every path is built on it
         self._key = ("local-datastore", self._real)
 
-    def _seen(self) -> _Seen:
-        memo = current_meter().memo
+    def _seen(self, meter: CostMeter | None = None) -> _Seen:
+        memo = (meter or current_meter()).memo
         seen = memo.get(self._key)
         if seen is None:
             seen = memo[self._key] = _Seen()
@@ -180,7 +181,8 @@ class LocalDatastore(Datastore):
         if rel in seen.dirs:
             return path
         parent, _, name = rel.rpartition("/")
-        self._dir(seen, parent)
+        if parent not in seen.dirs:
+            self._dir(seen, parent)
         kids = seen.children.get(parent)
         if kids is None or name not in kids:  # not seen as a real folder in its parent's listing: look
             mode = os.lstat(path).st_mode
@@ -192,12 +194,14 @@ class LocalDatastore(Datastore):
         seen.dirs.add(rel)
         return path
 
-    def _open(self, rel: str) -> tuple[int, os.stat_result]:
+    def _open(self, rel: str, seen: _Seen | None = None) -> tuple[int, os.stat_result]:
         """An open descriptor of a regular file and its fstat; NotFound, or Damaged for anything else."""
-        rel = self._check(rel)
+        seen = seen or self._seen()
         parent, _, name = rel.rpartition("/")
+        if parent not in seen.dirs or name in _BAD_NAMES or "\\" in name or "\x00" in name:  # else its folder was checked
+            rel = self._check(rel)
         try:
-            path = f"{self._dir(self._seen(), parent)}/{name}"
+            path = f"{self._dir(seen, parent)}/{name}"
             try:
                 fd = os.open(path, _OPEN_FLAGS)
             except OSError as exc:
@@ -276,21 +280,24 @@ class LocalDatastore(Datastore):
 
     def read_small(self, rel: str, cap: int = SMALL_CAP) -> bytes:
         """A whole small file, read once per call in one read sized to it; Damaged over cap."""
-        seen = self._seen()
+        meter = current_meter()
+        seen = self._seen(meter)
         data = seen.reads.get(rel)
         if data is not None:
             return data
-        fd, st = self._open(rel)
+        fd, st = self._open(rel, seen)
         try:
             if st.st_size > cap:
                 raise _too_big(rel, cap)
             data = self._pread(fd, st.st_size, 0)
         finally:
             os.close(fd)
-        current_meter().add_read(rel, len(data))
-        if len(data) <= _READ_MEMO_FILE and seen.read_bytes + len(data) <= _READ_MEMO_BYTES:
+        meter.add_read(rel, len(data))
+        if len(data) <= _READ_MEMO_FILE:  # kept, the oldest dropped past the bound
             seen.reads[rel] = data
             seen.read_bytes += len(data)
+            while seen.read_bytes > _READ_MEMO_BYTES:
+                seen.read_bytes -= len(seen.reads.popitem(last=False)[1])
         return data
 
     def read_tail(self, rel: str, nbytes: int) -> tuple[bytes, int]:
@@ -308,16 +315,18 @@ class LocalDatastore(Datastore):
         seen.lists[key] = value
         seen.list_names += len(value)
         while seen.list_names > _LIST_MEMO_NAMES and len(seen.lists) > 1:
-            oldest = next(iter(seen.lists))
-            seen.list_names -= len(seen.lists.pop(oldest))
+            seen.list_names -= len(seen.lists.popitem(last=False)[1])
 
     def _scan(self, rel_dir: str, with_stat: bool) -> list[Any]:
-        """One listing of the folder, opened with O_NOFOLLOW (so the folder checks itself): names
-        (or entries), and its real subfolders noted as checked. A `_meta` folder holds only files
-        and a flow's folder is mostly passed over: their names come from one os.listdir, and a
-        subfolder looked into later is checked then."""
-        seen = self._seen()
-        rel_dir = self._check(rel_dir)
+        """One listing of the folder (checked first): names (or entries), and its real subfolders
+        noted as checked. A `_meta` folder holds only files and a flow's folder is mostly passed
+        over: their names come from one os.listdir, and a subfolder looked into later is checked then.
+        (A listing by descriptor, opened O_NOFOLLOW, would check the folder itself but costs four
+        more system calls than the one lstat it saves.)"""
+        meter = current_meter()
+        seen = self._seen(meter)
+        if rel_dir not in seen.dirs:
+            rel_dir = self._check(rel_dir)
         parent, _, name = rel_dir.rpartition("/")
         kids: set[str] | None = None
         names: list[Any]
@@ -334,33 +343,24 @@ class LocalDatastore(Datastore):
             self._remember(seen, (rel_dir, True), names)
             return names
         try:
-            path = f"{self._dir(seen, parent)}/{name}" if rel_dir else self._real
-            try:
-                fd = os.open(path, _DIR_FLAGS)
-            except OSError as exc:  # a link gives ELOOP, or ENOTDIR with O_DIRECTORY (Linux)
-                if exc.errno not in _SYMLINK_ERRNOS and not (exc.errno == errno.ENOTDIR and os.path.islink(path)):
-                    raise
-                fd = os.open(self._inside(path, rel_dir), _DIR_FLAGS)
-            try:
-                if not with_stat and (name == "_meta" or (rel_dir and not parent)):
-                    names = os.listdir(fd)  # a `_meta` folder, or a flow's (few of its runs are looked into)
-                else:
-                    names, kids = [], set()
-                    with os.scandir(fd) as it:
-                        for e in it:
-                            is_dir = e.is_dir(follow_symlinks=False)
-                            if is_dir:
-                                kids.add(e.name)
-                            if with_stat:
-                                try:
-                                    st = e.stat(follow_symlinks=False)
-                                except OSError:
-                                    continue
-                                names.append(Entry(e.name, is_dir, st.st_size, st.st_mtime))
-                            else:
-                                names.append(e.name)
-            finally:
-                os.close(fd)
+            path = self._dir(seen, rel_dir)  # the folder itself checked: seen in its parent's listing, else lstat'ed
+            if not with_stat and (name == "_meta" or (rel_dir and not parent)):
+                names = os.listdir(path)  # a `_meta` folder, or a flow's (few of its runs are looked into)
+            else:
+                names, kids = [], set()
+                with os.scandir(path) as it:
+                    for e in it:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        if is_dir:
+                            kids.add(e.name)
+                        if with_stat:
+                            try:
+                                st = e.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            names.append(Entry(e.name, is_dir, st.st_size, st.st_mtime))
+                        else:
+                            names.append(e.name)
         except (FileNotFoundError, NotADirectoryError):
             self._remember(seen, (rel_dir, with_stat), [])  # absent: looked at once per call too
             return []
@@ -373,7 +373,7 @@ class LocalDatastore(Datastore):
         seen.dirs.add(rel_dir)
         if kids is not None:
             seen.children[rel_dir] = kids
-        current_meter().add_read(rel_dir + "/", 0)
+        meter.add_read(rel_dir + "/", 0)
         self._remember(seen, (rel_dir, with_stat), names)
         return names
 

@@ -209,6 +209,7 @@ def settle_run(backend: Backend, run: RunRecord) -> None:
     if run.service_status == "completed":  # the service checked the end step itself
         run.status = "completed"
         return
+    end_ok: bool | None = None
     if run.service_status is None:  # else the service found no successful end step
         end_ok, finished = backend.meta.end_outcome(run)
         if end_ok:
@@ -223,7 +224,7 @@ def settle_run(backend: Backend, run: RunRecord) -> None:
     if alive is True and look is None:  # no cheap look: decide it as run_summary does
         run.status = assess(backend, run).state
         return
-    failed, crashed = _failed_or_crashed(backend, run, alive, look)
+    failed, crashed = _failed_or_crashed(backend, run, alive, look, end_failed=end_ok is False)
     run.status = run_state(end_ok=False, any_failed=failed, any_crashed=crashed, alive=alive)
 
 
@@ -237,10 +238,12 @@ def finish(backend: Backend, runs: list[RunRecord]) -> None:
                 current_meter().damaged(str(run.pathspec), f"finish unknown: {exc.message}", skipped=False)
 
 
-def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None) -> tuple[bool | None, bool | None]:
+def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: FailureLook | None,
+                       end_failed: bool = False) -> tuple[bool | None, bool | None]:
     """Whether some task of the run is failed, and whether one died for good, by the rule: first
     among the tasks the backend's cheap look names; then, unless that look settles it, step by
-    step (newest first) for a failed one."""
+    step (newest first) for a failed one; the end step first when its outcome was a failure
+    (then the steps need not be listed at all)."""
     holder = Assessment("unknown", None, alive, [], [], {})
     if look is not None:
         if look.failed and alive is not True:
@@ -251,6 +254,11 @@ def _failed_or_crashed(backend: Backend, run: RunRecord, alive: Fact, look: Fail
         crashed = any(_task_kind(backend, task, False, alive, holder) == "crashed" for task in look.unfinished) if alive is True else None
         if look.whole_run or alive is True:
             return False, crashed
+    if end_failed:
+        end = run.pathspec.child("end")
+        for task_id in sorted(backend.meta.failed_tasks_of(end), key=task_order):
+            if _task_kind(backend, end.child(task_id), True, alive, holder) == "failed":
+                return True, None
     steps = backend.meta.list_steps(run.pathspec)
     for step in list(reversed(steps))[:SETTLE_STEPS]:
         sps = run.pathspec.child(step)

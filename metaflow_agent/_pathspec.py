@@ -71,7 +71,11 @@ class Pathspec:
         return Pathspec(self.flow, name)
 
     def __str__(self) -> str:
-        return "/".join(p for p in (self.flow, self.run, self.step, self.task) if p)
+        if self.task:
+            return f"{self.flow}/{self.run}/{self.step}/{self.task}"
+        if self.step:
+            return f"{self.flow}/{self.run}/{self.step}"
+        return f"{self.flow}/{self.run}" if self.run else self.flow
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -106,10 +106,26 @@ class RunScan:
 @dataclass
 class Listed:
     """A run as listed, in newest-first order; `page_end` is set on the last row of a
-    service page: the service's cursor for the next page ("" when there is none)."""
+    service page: the service's cursor for the next page ("" when there is none).
+
+    `load`, when set, reads the run's record into `rec` (which holds only what the listing
+    gave: id and creation time) and says whether it exists: the scan calls it only for a run
+    that is in the answer."""
 
     rec: RunRecord
     page_end: str | None = None
+    load: Callable[[], bool] | None = None
+
+
+def _loaded(item: Listed) -> bool:
+    """Read a listed run's record if it was left for later; False when absent or damaged (skipped, named)."""
+    if item.load is None:
+        return True
+    load, item.load = item.load, None
+    found = False
+    with skip_damaged(str(item.rec.pathspec)):
+        found = load()
+    return found
 
 
 def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: tuple[int, str] | None, budget: int,
@@ -123,6 +139,7 @@ def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: t
     scan = RunScan(runs=[], notes=[note])
     checks = 0
     after_key = run_sort_key(*after) if after is not None else None
+    last: Listed | None = None
     for item in listed:
         rec = item.rec
         if after_key is not None and rec.sort_key >= after_key:
@@ -136,10 +153,13 @@ def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: t
             if checks >= budget:
                 scan.more, scan.complete = True, False
                 scan.notes.append(f"status budget of {budget} runs reached; continue with next_cursor")
+                if last is not None and last.load is not None and _loaded(last):  # the cursor needs its record's time
+                    scan.resume_after = (last.rec.ts_ms, last.rec.run_id)
                 return scan
             checks += 1
         scan.scanned += 1
         scan.resume_after = (rec.ts_ms, rec.run_id)
+        last = item
         settled = False
         with skip_damaged(str(rec.pathspec)):  # a run whose state cannot be read is skipped and named
             settle(rec)
@@ -147,6 +167,8 @@ def scan_runs(listed: Iterable[Listed], query: RunQuery, *, limit: int, after: t
         if not settled:
             continue
         if query.status is not None and rec.status != query.status:
+            continue
+        if not _loaded(item):  # its record, read now that the run is in the answer
             continue
         scan.runs.append(rec)
         if len(scan.runs) == limit and item.page_end is not None:

@@ -20,6 +20,11 @@ VALUE_BYTES = 4096  # stored size up to which a value is loaded to be shown
 JSON_CHARS = 1000  # longest JSON form shown
 
 
+_NO_INFO: dict[str, Any] = {}
+_TEXT = (str, type(None))
+_SIZE = (int, type(None))
+
+
 class IndexItem(NamedTuple):
     """One artifact of a data index, as plain values (cheap to make for every artifact searched)."""
 
@@ -35,12 +40,11 @@ def index_items(index: dict[str, Any]) -> list[IndexItem]:
     objects, info = index.get("objects") or {}, index.get("info") or {}
     out = []
     for name, sha in sorted(objects.items()):
-        meta = info.get(name) or {}
-        if not isinstance(meta, dict):
+        meta = info.get(name) or _NO_INFO
+        if type(meta) is not dict:
             raise Damaged(f"the artifact index's entry for {name!r} is not what Metaflow writes", hint="the data.json is corrupt")
         size, kind, encoding = meta.get("size"), meta.get("type"), meta.get("encoding")
-        if not isinstance(name, str) or not isinstance(sha, (str, type(None))) or not isinstance(size, (int, type(None))) or isinstance(size, bool) \
-                or not isinstance(kind, (str, type(None))) or not isinstance(encoding, (str, type(None))):
+        if type(sha) not in _TEXT or type(size) not in _SIZE or type(kind) not in _TEXT or type(encoding) not in _TEXT:
             raise Damaged(f"an entry of the artifact index ({name!r}) is not what Metaflow writes", hint="the data.json is corrupt")
         out.append(IndexItem(name, size, clean_type(kind), encoding, sha))
     return out

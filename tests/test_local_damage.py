@@ -140,8 +140,13 @@ def test_run_listing_skips_damaged_records_and_equals_the_client_otherwise(damag
     assert "2 damaged item(s) skipped" in " ".join(got.notes)
     assert "not valid JSON" in " ".join(got.notes) and "FIFO" in " ".join(got.notes)
 
+    # By state, records are read only for runs in the answer: the damaged ones completed, so the
+    # answer is whole without them.
     failed = _call(ma.list_runs, "HelloFlow", status="failed", namespace=None)
-    assert [r.pathspec for r in failed.runs] == [local_runs.hello_failed] and failed.complete is False
+    assert [r.pathspec for r in failed.runs] == [local_runs.hello_failed] and failed.complete is True
+    done = _call(ma.list_runs, "HelloFlow", status="completed", namespace=None)
+    assert {r.pathspec for r in done.runs} == {p for p, s in expected.items() if s == "completed"} and done.complete is False
+    _named(done, damaged.truncated_run, damaged.fifo_run)
 
 
 def test_run_stats_leave_damaged_runs_out(damaged, local_runs):

@@ -79,6 +79,16 @@ class MetadataBackend(ABC):
     def list_steps(self, run: Pathspec) -> list[str]:
         """Step names of a run in execution order, _parameters excluded; NotFound when the run is absent."""
 
+    def step_names(self, run: Pathspec) -> list[str]:
+        """Step names of a run in a stable order, as cheaply as the backend can (list_steps'
+        execution order where that costs nothing more); NotFound when the run is absent."""
+        return self.list_steps(run)
+
+    def newest_runs(self, flow: str, n: int) -> list[RunRecord] | None:
+        """The flow's n newest runs, ids and creation times only, where the listing alone orders
+        them (no record read); None where it does not (then scan_runs)."""
+        return None
+
     @abstractmethod
     def list_tasks(self, step: Pathspec) -> list[str]:
         """Task ids of a step (the _parameters step included)."""

@@ -13,6 +13,7 @@ host's process table (`metaflow_agent._liveness`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Iterator
@@ -39,7 +40,6 @@ from .base import Decide, MetadataBackend
 
 _NOT_RUNS = {"data", "_meta", "latest_run"}
 _ID_SLACK_MS = 60_000  # a run's record is written within this of its id's instant
-_DETAIL_FIELDS = frozenset({"attempt", "attempt_ok", "attempt-done", "foreach-stack"})
 
 
 class _TaskMeta:
@@ -56,20 +56,21 @@ class _TaskMeta:
         self.done: list[int] = []  # attempt-done ts
         self.detail: list[str] = []  # files task_detail reads (attempt, outcome, done, foreach-stack)
         self.values: list[bool] | None = None  # each outcome's value, in ts order, once read
-        for name in names:
-            if not name.startswith(("sysmeta_attempt", "sysmeta_foreach-stack")):
-                continue
-            parsed = _meta_file(name)
-            if parsed is None:
-                continue
-            field, ts = parsed
-            if field == "attempt":
-                self.attempts.append(ts)
-            elif field == "attempt_ok":
-                self.outcomes.append((ts, name))
-            elif field == "attempt-done":
-                self.done.append(ts)
-            if field in _DETAIL_FIELDS:
+        for name in names:  # 'sysmeta_attempt_<ts>.json', '..._attempt_ok_<ts>', '..._attempt-done_<ts>', '..._foreach-stack_<ts>'
+            if name.startswith("sysmeta_attempt"):
+                rest = name[15:-5]
+                if not name.endswith(".json"):
+                    continue
+                if rest[:4] == "_ok_" and rest[4:].isdigit():
+                    self.outcomes.append((int(rest[4:]), name))
+                elif rest[:6] == "-done_" and rest[6:].isdigit():
+                    self.done.append(int(rest[6:]))
+                elif rest[:1] == "_" and rest[1:].isdigit():
+                    self.attempts.append(int(rest[1:]))
+                else:
+                    continue
+                self.detail.append(name)
+            elif name.startswith("sysmeta_foreach-stack_") and name.endswith(".json") and name[22:-5].isdigit():
                 self.detail.append(name)
         self.outcomes.sort()
 
@@ -164,6 +165,15 @@ class LocalMetadata(MetadataBackend):
             raise Damaged(f"{run}/_meta/_self.json is not a run record ({exc})", hint="the file is corrupt: repair or remove it (run listings skip it and name it in notes)",
                           item=f"{run}/_meta/_self.json") from None
 
+    def _fill(self, held: RunRecord) -> bool:
+        """Read a listed run's record into it (its state, once settled, is kept); False when absent."""
+        rec = self._run_record(held.pathspec)
+        if rec is None:
+            return False
+        held.ts_ms, held.user, held.tags, held.system_tags = rec.ts_ms, rec.user, rec.tags, rec.system_tags
+        held.last_heartbeat_s, held.service_status = rec.last_heartbeat_s, rec.service_status
+        return True
+
     def get_run(self, run: Pathspec) -> RunRecord:
         self.check_flow(run.flow)
         rec = self._run_record(run)
@@ -173,16 +183,21 @@ class LocalMetadata(MetadataBackend):
 
     def run_ids(self, flow: str) -> list[str]:
         """The flow's run ids, newest first when they are creation times (one listing, sorted once per call)."""
+        return self._run_ids(flow)[0]
+
+    def _run_ids(self, flow: str) -> tuple[list[str], bool]:
+        """(run ids newest first, whether every id is a creation time), once per call."""
         memo = self._memo()
-        ids = memo.get(f"run-ids:{flow}")
-        if ids is None:
+        found = memo.get(f"run-ids:{flow}")
+        if found is None:
             ids = [n for n in self.files.list(flow) if n not in _NOT_RUNS and not n.startswith(".")]
-            if all(i.isdigit() for i in ids):
+            times = all(map(str.isdigit, ids))
+            if times:
                 ids.sort(key=int, reverse=True)
             else:
                 ids.sort(key=lambda i: (i.isdigit(), int(i) if i.isdigit() else 0, i), reverse=True)
-            memo[f"run-ids:{flow}"] = ids
-        return ids
+            found = memo[f"run-ids:{flow}"] = (ids, times)
+        return found
 
     def _record_or_skip(self, run: Pathspec) -> RunRecord | None:
         """The run's record; None when absent or damaged (then skipped and named in the answer)."""
@@ -194,8 +209,8 @@ class LocalMetadata(MetadataBackend):
         """Runs newest first, each record read only when the scan gets to it. Local run ids are
         creation times in µs: ids newer than the window (or the cursor) are passed over unread,
         and the scan ends at the first id older than the window."""
-        ids = self.run_ids(flow)
-        if not all(i.isdigit() for i in ids):  # ids that are not creation times: order by the records
+        ids, times = self._run_ids(flow)
+        if not times:  # ids that are not creation times: order by the records
             records = [r for r in (self._record_or_skip(Pathspec(flow, i)) for i in ids) if r is not None]
             records.sort(key=lambda r: run_sort_key(r.ts_ms, r.run_id), reverse=True)
             yield from (Listed(r) for r in records)
@@ -203,12 +218,19 @@ class LocalMetadata(MetadataBackend):
         newest = query.until_ms
         if after is not None:
             newest = after[0] if newest is None else min(newest, after[0])
+        # Without filters on what a record holds (time, tags, user) or a cursor, a run's record is
+        # read only once the run is in the answer: a scan by state reads records of matches only.
+        lazy = after is None and query.since_ms is None and query.until_ms is None and not (query.tags_any or query.tags_all or query.user)
         for run_id in ids:
             id_ms = int(run_id) // 1000
             if newest is not None and id_ms > newest + _ID_SLACK_MS:
                 continue  # created after the window or the cursor: its record cannot match
             if query.since_ms is not None and id_ms < query.since_ms - _ID_SLACK_MS:
                 return  # every later id is older still
+            if lazy:
+                held = RunRecord(flow, run_id, id_ms)
+                yield Listed(held, load=functools.partial(self._fill, held))
+                continue
             rec = self._record_or_skip(Pathspec(flow, run_id))
             if rec is not None:
                 yield Listed(rec)
@@ -337,6 +359,20 @@ class LocalMetadata(MetadataBackend):
                 current_meter().damaged(f"{run}/{step}", f"step order unknown: {reason}", skipped=False)
         return sorted(steps, key=lambda s: (ts[s], s))
 
+    def step_names(self, run: Pathspec) -> list[str]:
+        """By name: no step record read (list_steps reads each to order them by time)."""
+        names = self.files.list(str(run))
+        if not names:
+            self.get_run(run)
+        return sorted(n for n in names if not n.startswith("_"))
+
+    def newest_runs(self, flow: str, n: int) -> list[RunRecord] | None:
+        self.check_flow(flow)
+        ids, times = self._run_ids(flow)
+        if not times:
+            return None
+        return [RunRecord(flow, i, int(i) // 1000) for i in ids[:n]]
+
     def list_tasks(self, step: Pathspec) -> list[str]:
         return self._dirs(str(step))
 
@@ -382,11 +418,3 @@ class LocalMetadata(MetadataBackend):
 
     def capabilities(self) -> dict[str, object]:
         return {"datastore": "local", "datastore_root": self.root}
-
-
-def _meta_file(name: str) -> tuple[str, int] | None:
-    """'sysmeta_attempt_ok_1795.json' -> ('attempt_ok', 1795) (None for other files)."""
-    if not name.startswith("sysmeta_") or not name.endswith(".json"):
-        return None
-    field, _, ts = name[8:-5].rpartition("_")
-    return (field, int(ts)) if ts.isdigit() else None
