@@ -24,7 +24,7 @@ from ._blobs import attempt_files, graph_info, latest_attempt, task_exception
 from ._errors import BackendError
 from ._models import FailureBrief
 from ._pathspec import Pathspec
-from ._records import FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
+from ._records import DecidedTask, FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
 from ._states import FINISHED, Fact, RunState, TaskState, run_state, task_state
 from ._text import clip
 
@@ -267,13 +267,15 @@ def failed_attempts(a: Assessment, task: Pathspec) -> list[int]:
     return [n for n, names in files.items() if "data.json" in names]
 
 
-def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str]) -> FailureBrief | None:
-    """The first failed (else crashed) task in step order, from a backend that decides states."""
-    decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
-    if decided is None or not decided.tasks:
-        return None
-    rank = {s: i for i, s in enumerate(steps)}
-    first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
+def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str], first: DecidedTask | None = None) -> FailureBrief | None:
+    """The first failed (else crashed) task in step order, from a backend that decides states
+    (`first` when the backend named it already), with its exception."""
+    if first is None:
+        decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
+        if decided is None or not decided.tasks:
+            return None
+        rank = {s: i for i, s in enumerate(steps)}
+        first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
     tps = run.child(first.step).child(first.task)
     exc = exception_of(backend, tps, [x.attempt for x in first.attempts if x.ok is False])
     if first.state == "crashed" and not exc:

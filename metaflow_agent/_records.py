@@ -272,9 +272,19 @@ class DecidedStep:
 
 
 @dataclass
+class DecidedFlow:
+    """A flow, its latest run (state and finish set) and that run's step count when known."""
+
+    flow: str
+    latest: RunRecord | None
+    steps: int | None = None
+
+
+@dataclass
 class DecidedSummary:
     run: RunRecord  # with status and finished_ms
     steps: list[DecidedStep]
+    first_failure: DecidedTask | None = None  # failed before crashed, in step order
 
 
 @dataclass

@@ -201,6 +201,11 @@ def run_summary(run: str) -> RunSummary:
         )
 
 
+def _any_failed(d: DecidedSummary) -> bool:
+    """A summary whose counts show failures but that did not name the first (an older query service)."""
+    return any(s.counts.get("failed") or s.counts.get("crashed") for s in d.steps)
+
+
 def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: CostMeter) -> RunSummary:
     """run_summary from a backend that decides states itself (the query service)."""
     retrying: dict[str, int] = {}
@@ -222,7 +227,8 @@ def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: C
     return RunSummary(
         pathspec=str(ps), status=rec.status or "unknown", created_at=iso(rec.ts_ms) or "", finished_at=iso(rec.finished_ms),
         duration_s=_duration(rec.ts_ms, rec.finished_ms), user=rec.user, tags=sorted(rec.tags), totals=_totals(steps), steps=steps,
-        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps]),
+        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps], d.first_failure)
+        if d.first_failure is not None or _any_failed(d) else None,
         notes=[f"backend: {backend.kind}, answered by the query service"], cost=Cost.of(meter),
     )
 

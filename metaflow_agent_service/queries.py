@@ -283,7 +283,7 @@ def _narrowing(p: S.Params, flow: str, run_number: int, states: list[str]) -> st
     return " UNION ".join(parts)
 
 
-def task_json(flow: str, run_id: str, row: asyncpg.Record) -> dict[str, Any]:
+def task_json(flow: str, run_id: str, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     started, finished = row["started_ms"], row["finished_ms"]
     tid = row["task_name"] if row["task_name"] is not None else row["task_id"]
     return {
@@ -366,8 +366,12 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
       ranked AS (
         SELECT d.step_name, d.task_id, d.state, d.duration_ms,
                row_number() OVER (PARTITION BY d.step_name ORDER BY d.duration_ms DESC, d.task_id) AS rank
-        FROM d WHERE d.duration_ms IS NOT NULL)
+        FROM d WHERE d.duration_ms IS NOT NULL),
+      ff AS (  -- the first failure: failed before crashed, then in step order, then by task id
+        SELECT d.* FROM d JOIN steps_v3 s2 ON s2.flow_id = d.flow_id AND s2.run_number = d.run_number AND s2.step_name = d.step_name
+        WHERE d.state IN ('failed', 'crashed') ORDER BY (d.state <> 'failed'), s2.ts_epoch, s2.step_name, d.task_id LIMIT 1)
       SELECT s.step_name, s.ts_epoch, ps.tasks, ps.counts, ps.started_ms, ps.finished_ms,
+             (SELECT to_jsonb(ff) || jsonb_build_object('attempts', {_attempts_json('ff')}) FROM ff) AS first_failure,
              (SELECT jsonb_agg(jsonb_build_object('task_id', k.task_id, 'state', k.state, 'duration_ms', k.duration_ms) ORDER BY k.rank)
               FROM ranked k WHERE k.step_name = s.step_name AND k.rank <= {int(slowest or 0)}) AS slowest,
              (SELECT jsonb_build_object('tasks', count(*), 'counts', {_counts_sql('d')}) FROM d) AS totals
@@ -390,7 +394,9 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
             "slowest": r["slowest"] or [],
         })
     totals = rows[0]["totals"] if rows else {"tasks": 0, "counts": dict(empty_counts)}
+    first = rows[0]["first_failure"] if rows else None
     body = {"run": run_json(run_row), "as_of_s": await _as_of(ctx), "steps": steps, "totals": totals,
+            "first_failure": None if first is None else task_json(flow, _run_id(run_row), first),
             "steps_truncated": len(rows) > MAX_STEPS}
     return Answer(body)
 
@@ -537,32 +543,41 @@ async def _step_stats(ctx: Ctx, w: list[str], values: list[Any], per_flow_cap: i
 
 
 # --- flows ---------------------------------------------------------------------------------
-FLOWS_PARAMS = ("_limit", "_cursor")
+FLOWS_PARAMS = ("tags_any", "tags_all", "_limit", "_cursor")
 
 
 async def list_flows(ctx: Ctx, q: Query) -> Answer:
-    """Flows in name order, each with its latest run (id, state, times)."""
+    """Flows in name order, each with its latest run (id, state, times, step count) among the runs the tags select."""
     route = "flows"
     limit = q.limit(FLOW_LIMITS)
     cursor = decode_cursor(route, q, (str,))
+    tags_any, tags_all = q.tags("tags_any"), q.tags("tags_all")
     p = S.Params()
     now = S.now_sql(p, ctx.now_s)
     after = f"WHERE f.flow_id > {p(cursor[0])}" if cursor else ""
+    rw = ["r.flow_id = f.flow_id"]
+    if tags_any:  # a namespace is a tag (user:<name>)
+        rw.append(f"(r.tags || r.system_tags) ?| {p(tags_any, 'text[]')}")
+    if tags_all:
+        rw.append(f"(r.tags || r.system_tags) ?& {p(tags_all, 'text[]')}")
     sql = f"""
-      SELECT f.flow_id, f.ts_epoch AS flow_created_ms, lr.*, {S.finished_ms_of('lr')} AS finished_ms
+      SELECT lr.*, f.flow_id AS flow_name, f.ts_epoch AS flow_created_ms, {S.finished_ms_of('lr')} AS finished_ms,
+             CASE WHEN lr.run_number IS NULL THEN NULL ELSE
+               (SELECT count(*) FROM steps_v3 s WHERE s.flow_id = f.flow_id AND s.run_number = lr.run_number
+                AND s.step_name <> '_parameters') END AS step_count
       FROM (SELECT * FROM flows_v3 f {after} ORDER BY f.flow_id LIMIT {limit + 1}) f
       LEFT JOIN LATERAL (
         SELECT r.*, e.end_done_ms, {S.run_state_of('r', 'e.end_ok', now)} AS state
-        FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE r.flow_id = f.flow_id
+        FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE {' AND '.join(rw)}
               ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT 1) r
         {S.end_facts_lateral('r')}) lr ON TRUE
       ORDER BY f.flow_id"""
     rows = await ctx.conn.fetch(sql, *p.values)
-    nxt = encode_cursor(route, q, [rows[limit - 1]["flow_id"]]) if len(rows) > limit else None
+    nxt = encode_cursor(route, q, [rows[limit - 1]["flow_name"]]) if len(rows) > limit else None
     data = []
-    for r in rows[:limit]:
+    for r in rows[:limit]:  # lr.flow_id is null for a flow without a run the tags select: use f's
         latest = run_json(r) if r["run_number"] is not None else None
-        data.append({"flow_id": r["flow_id"], "created_ms": r["flow_created_ms"], "latest_run": latest})
+        data.append({"flow_id": r["flow_name"], "created_ms": r["flow_created_ms"], "latest_run": latest, "latest_run_steps": r["step_count"]})
     return Answer({"as_of_s": await _as_of(ctx), "data": data, "page": _page(limit, nxt)}, limit, nxt)
 
 

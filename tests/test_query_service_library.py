@@ -87,6 +87,24 @@ def test_the_service_is_found_and_used(at_dump, qs_at_dump):
     assert again.cost.metadata_requests == 1
 
 
+def test_one_request_per_question_on_every_generation(at_dump, qs_at_dump, dump_double):
+    """With the query service, each question is one request, on master and on 2.5.1 alike."""
+    at_dump(qs_at_dump)
+    ma.capabilities()  # the probe, once per process
+    asks = {
+        "10 latest failed runs": lambda: ma.list_runs("TrainFlow", status="failed", limit=10, namespace=None),
+        "runs in a window": lambda: ma.list_runs("TrainFlow", since=0, namespace=None),
+        "run summary": lambda: ma.run_summary("ShardFlow/14"),
+        "failed tasks": lambda: ma.failed_tasks("ShardFlow/14"),
+        "tasks of a run": lambda: ma.list_tasks("ShardFlow/14"),
+        "runs counted by state": lambda: ma.run_stats("TrainFlow", namespace=None),
+        "flows": lambda: ma.list_flows(namespace=None),
+        "flows, one user's latest runs": lambda: ma.list_flows(namespace="user:capture"),
+    }
+    spent = {what: ask().cost.metadata_requests for what, ask in asks.items()}
+    assert spent == dict.fromkeys(asks, 1), (dump_double.mode, spent)
+
+
 def test_list_runs_same(at_dump, qs_at_dump, dump_double):
     for flow in RUNS:
         plans, served = both(at_dump, qs_at_dump, ma.list_runs, flow, namespace=None, limit=50)
@@ -133,6 +151,8 @@ def test_run_stats_same(at_dump, qs_at_dump, dump_double):
             assert _close(a.duration_s[key], b.duration_s[key], 20.0), (flow, key)
 
 
-def test_list_flows_same(at_dump, qs_at_dump):
-    plans, served = both(at_dump, qs_at_dump, ma.list_flows, namespace=None)
+@pytest.mark.parametrize("namespace", [None, "user:capture", "user:nobody"])
+def test_list_flows_same(at_dump, qs_at_dump, namespace):
+    plans, served = both(at_dump, qs_at_dump, ma.list_flows, namespace=namespace)
     assert [(f.flow, f.latest_run, f.status, f.steps) for f in plans.flows] == [(f.flow, f.latest_run, f.status, f.steps) for f in served.flows]
+    assert any(f.latest_run for f in served.flows) == (namespace != "user:nobody")

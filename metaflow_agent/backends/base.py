@@ -10,6 +10,7 @@ from typing import Callable, Literal
 
 from .._pathspec import Pathspec
 from .._records import (
+    DecidedFlow,
     DecidedStats,
     DecidedSummary,
     DecidedTasks,
@@ -113,8 +114,8 @@ class MetadataBackend(ABC):
         """Runs counted by state, success rates and durations per flow."""
         return None
 
-    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
-        """Every flow with its latest run (state and finish set)."""
+    def decided_flows(self, query: RunQuery) -> list[DecidedFlow] | None:
+        """Every flow with its latest run among those `query`'s tags select (state and finish set)."""
         return None
 
     def capabilities(self) -> dict[str, object]:

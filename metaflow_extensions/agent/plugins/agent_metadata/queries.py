@@ -18,6 +18,7 @@ from metaflow_agent._cost import current_meter
 from metaflow_agent._errors import BackendError, NotFound, ServiceProtocolError
 from metaflow_agent._pathspec import Pathspec, not_found
 from metaflow_agent._records import (
+    DecidedFlow,
     DecidedStats,
     DecidedSummary,
     DecidedTasks,
@@ -500,8 +501,8 @@ class ServiceQueries(MetadataBackend):
             return None
         return self.qs.stats(flows, query, last, per_step, _config.default("stats_runs"))
 
-    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
-        if self.qs is None or query.tags_all or query.tags_any:  # its latest runs are anyone's
+    def decided_flows(self, query: RunQuery) -> list[DecidedFlow] | None:
+        if self.qs is None or query.user is not None:
             return None
         return self.qs.flows(query, _config.default("flow_budget"))
 

@@ -122,6 +122,7 @@ class RunSummary:
     total_tasks: int
     total_counts: Mapping[str, int]
     steps_truncated: bool
+    first_failure: TaskRow | None  # failed before crashed, then step order, then task id
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class FlowRow:
     flow_id: str
     created_ms: int
     latest_run: RunRow | None
+    latest_run_steps: int | None  # steps of the latest run (without _parameters)
 
 
 @dataclass(frozen=True)
@@ -351,7 +353,8 @@ def _step_stats(value: Any, where: str) -> StepStats:
 def _flow(value: Any, where: str) -> FlowRow:
     o = _Obj(value, where)
     latest = o.opt_obj("latest_run")
-    return FlowRow(o.req_str("flow_id"), o.req_int("created_ms"), None if latest is None else _run(latest.d, latest.where))
+    return FlowRow(o.req_str("flow_id"), o.req_int("created_ms"), None if latest is None else _run(latest.d, latest.where),
+                   o.opt_int("latest_run_steps"))
 
 
 def _hit(value: Any, where: str) -> ArtifactHit:
@@ -417,8 +420,10 @@ def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) ->
     """Per-step counts by state and timings of a run, with totals."""
     o = _call(get, f"/flows/{flow}/runs/{run}/summary", {"slowest": slowest}, "summary")
     totals = o.obj("totals")
+    first = o.opt_obj("first_failure")
     return RunSummary(_run(o.obj("run").d, "summary.run"), o.req_int("as_of_s"), o.seq("steps", _step), totals.req_int("tasks"),
-                      totals.counts("counts", COUNT_KEYS), o.req_bool("steps_truncated"))
+                      totals.counts("counts", COUNT_KEYS), o.req_bool("steps_truncated"),
+                      None if first is None else _task(first.d, first.where))
 
 
 def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, until_ms: int | None = None, last: int | None = None,
@@ -432,9 +437,10 @@ def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, un
                     _group(o.obj("total").d, "stats.total", flow=False), steps)
 
 
-def list_flows(get: Get, *, limit: int | None = None, cursor: str | None = None) -> FlowPage:
-    """Flows in name order, each with its latest run."""
-    o = _call(get, "/flows", {"_limit": limit, "_cursor": cursor}, "flows")
+def list_flows(get: Get, *, tags_any: Sequence[str] | None = None, tags_all: Sequence[str] | None = None,
+               limit: int | None = None, cursor: str | None = None) -> FlowPage:
+    """Flows in name order, each with its latest run among those the tags select."""
+    o = _call(get, "/flows", {"tags_any": _csv(tags_any), "tags_all": _csv(tags_all), "_limit": limit, "_cursor": cursor}, "flows")
     return FlowPage(o.req_int("as_of_s"), o.seq("data", _flow), _page(o))
 
 
