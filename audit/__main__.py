@@ -171,7 +171,8 @@ def function_block(functions: list[Trace], name: str) -> str:
     for case in [c for c in CASES if c.function == name]:
         rows = [t for t in functions if t["call"] == case.call and t["dimension"] == case.dimension]
         sizes = sorted({t["size"] for t in rows})
-        out.append(f"`{case.call}`, growing the {DIM_LABEL[case.dimension]}:\n\n" + route_table(sizes, [("", rows, True)], who=False))
+        what = "the first call in a process" if case.dimension == "once" else f"growing the {DIM_LABEL[case.dimension]}"
+        out.append(f"`{case.call}`, {what}:\n\n" + route_table(sizes, [("", rows, True)], who=False))
     return "\n\n".join(out)
 
 
