@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(path.read_text())
         functions += [t for t in old.get("functions", []) if t.get("qs")]
         endpoints = old.get("endpoints", [])
+    order = {c.key: i for i, c in enumerate(CASES)}
+    functions.sort(key=lambda t: (order[f"{t['call']} by {t['dimension']}"], t["qs"], MODES.index(t["mode"]), t["size"]))
     import metaflow
 
     record = {"generated_by": "python -m audit", "metaflow": metaflow.__version__, "modes": list(MODES), "sizes": SIZES,
