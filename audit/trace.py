@@ -82,6 +82,7 @@ def trace_questions(world: World, modes: tuple[str, ...] = MODES, progress: Prog
     instrument_metaflow_client()
     probe = _probe(world.ds_root)
     cache = tempfile.mkdtemp(prefix="mfagent-audit-cache-")
+    restore = _client_cache_path()
     out: list[dict[str, Any]] = []
     try:
         for mode in modes:
@@ -108,6 +109,7 @@ def trace_questions(world: World, modes: tuple[str, ...] = MODES, progress: Prog
                     })
     finally:
         double.mode = "master"
+        _cold_client_cache(restore, create=False)  # later Client users of this process get their own cache back
         shutil.rmtree(cache, ignore_errors=True)
     return out
 
@@ -262,11 +264,18 @@ def _probe(ds_root: str) -> Any:
     return _PROBES[ds_root]
 
 
-def _cold_client_cache(path: str) -> None:
+def _client_cache_path() -> str:
+    from metaflow.client import filecache
+
+    return str(filecache.CLIENT_CACHE_PATH)
+
+
+def _cold_client_cache(path: str, *, create: bool = True) -> None:
     """Point the Client's file cache at an empty folder (it caches blobs and data.json on disk)."""
     from metaflow.client import core
 
-    os.makedirs(path, exist_ok=True)
+    if create:
+        os.makedirs(path, exist_ok=True)
     core.filecache = None  # rebuilt on next use
     from metaflow import metaflow_config
 
