@@ -341,8 +341,8 @@ class ServiceQueries(MetadataBackend):
             return max(newest, max(int(r["ts_epoch"]) for r in rows))
         if newest:
             return newest
-        ended = self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") if completed and rows is None else set()
-        if ended and self._spend_recent(run):  # a service that cannot page: ask the end task
+        ended = self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") if completed and rows is None and self._spend_recent(run) else set()
+        if ended:  # a service that cannot page: ask the end task (within this call's share of looks)
             detail = self.task_detail(run.pathspec.child("end").child(min(ended, key=task_order)))
             return max((x.finished_ms for x in detail.attempts if x.finished_ms), default=None)
         return None  # too short to date from a heartbeat, and nothing newer known
