@@ -166,10 +166,10 @@ def search_artifacts(
 ) -> ArtifactSearch:
     """Find artifacts by name glob, size and type across recent runs.
 
-    Scans the newest `runs` runs (or those in since/until), newest run first,
-    then steps in order, task id, name; nothing unpickled. Sizes and types come
-    from each task's data.json. With the query service, names are matched in
-    its database and only tasks with a match have their data.json read.
+    Scans the newest `runs` runs (or those in since/until): newest run first,
+    then steps, tasks, names; nothing unpickled. Sizes and types come from
+    data.json, within a task budget per page; with the query service, only
+    tasks with a matching name are read.
 
     Args:
         flow: Flow name.
@@ -262,7 +262,6 @@ def search_artifacts(
 
 SEARCH_KINDS = ("search_artifacts", "search_artifacts_qs")
 SERVED_PAGES = 20  # query-service requests per call
-FILTERED_PAGE = 200  # name hits asked for per request when sizes or types are checked here
 SERVICE_PAGE_CAP = 1000  # the query service's most hits per request
 
 
@@ -302,7 +301,9 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     query = ask.query
     if state is not None:  # the window as the first page resolved it ('24h' would move)
         query = RunQuery(since_ms=state.get("since"), until_ms=state.get("until"), tags_all=query.tags_all)
-    step = max(ask.limit + 1, FILTERED_PAGE) if ask.filtered else ask.limit
+    # Without size/type filters every name match is a hit: ask for the page itself, so the service's
+    # next cursor is ours. With them, ask for as many as it gives: a wide task has ~20 names.
+    step = SERVICE_PAGE_CAP if ask.filtered else ask.limit
 
     def fetch(cursor: str | None, want: int) -> NameHitPage | None:
         return backend.meta.artifact_name_hits(ask.flow, ask.name, include_private=ask.include_private, runs=ask.runs,
