@@ -312,3 +312,33 @@ def test_search_artifacts_cursor_stays_on_its_path(searching, qs_at_dump):
     searching(qs_at_dump)
     with pytest.raises(ma.BadCursor):
         ma.search_artifacts("TrainFlow", name="acc*", namespace=None, runs=2, limit=5, cursor=served.next_cursor)
+
+
+def test_search_artifacts_budget_is_said(searching, qs_at_dump, monkeypatch):
+    """Past the data.json budget both paths stop, say so, and keep what they found in order; through
+    the service the budget counts only tasks with a matching name, so it gets further."""
+    kwargs = dict(flow="TrainFlow", name="*", min_size=60_000, runs=10, namespace=None, limit=50)
+    searching(None)
+    full = [(h.task, h.name) for h in ma.search_artifacts(**kwargs).hits]
+    monkeypatch.setenv("METAFLOW_AGENT_SEARCH_TASKS_BUDGET", "5")
+    for qs in (None, qs_at_dump):
+        searching(qs)
+        got = ma.search_artifacts(**kwargs)
+        assert not got.complete and got.next_cursor is None and any("budget" in n for n in got.notes), got.notes
+        assert [(h.task, h.name) for h in got.hits] == full[:len(got.hits)] and got.hits
+        assert got.scanned >= 5
+        if qs is not None:
+            assert got.cost.datastore_reads == 5 and any("query service" in n for n in got.notes)
+
+
+def test_search_artifacts_without_the_datastore_is_incomplete_both_ways(at_dump, qs_at_dump):
+    """The database says which artifacts exist; without their data.json (another datastore root)
+    neither path can say their size or type: no hits, and the answer says it is incomplete and why."""
+    at_dump(None)
+    plans = ma.search_artifacts("TrainFlow", name="accuracy", namespace=None, runs=3)
+    at_dump(qs_at_dump)
+    served = ma.search_artifacts("TrainFlow", name="accuracy", namespace=None, runs=3)
+    assert plans.hits == served.hits == [] and not plans.complete and not served.complete
+    assert plans.scanned == served.scanned and plans.runs_searched == served.runs_searched == ["12", "11", "10"]
+    assert any("no data.json in the datastore" in n for n in served.notes), served.notes
+    assert served.cost.datastore_reads == 0  # the data.json reads failed: nothing was there to count
