@@ -324,7 +324,9 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     stop: tuple[int, int, str] = start
     more, stopped_by, requests = False, "", 1
     while True:
-        runs_seen += [r for i, r in enumerate(page.runs) if not (i == 0 and runs_seen and runs_seen[-1] == r)]
+        # A page's runs reach its stop (the next page's first hit); the next page starts back at
+        # its last hit's run: keep each run once, in walk order.
+        runs_seen += [r for r in page.runs if r not in runs_seen]
         cut = False
         for i in range(skip, len(page.hits)):
             _deadline.check("search_artifacts")

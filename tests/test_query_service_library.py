@@ -342,3 +342,21 @@ def test_search_artifacts_without_the_datastore_is_incomplete_both_ways(at_dump,
     assert plans.scanned == served.scanned and plans.runs_searched == served.runs_searched == ["12", "11", "10"]
     assert any("no data.json in the datastore" in n for n in served.notes), served.notes
     assert served.cost.datastore_reads == 0  # the data.json reads failed: nothing was there to count
+
+
+@pytest.mark.parametrize("cap,kwargs", [
+    (3, dict(flow="TrainFlow", name="*", min_size=60_000, limit=9)),  # pages ending on a run's last hit: the next in the next run
+    (4, dict(flow="TrainFlow", name="*", min_size=60_000, limit=5)),
+    (7, dict(flow="TrainFlow", name="[a-m]*", type="int", limit=4)),
+    (9, dict(flow="ShardFlow", name="*", max_size=9_000, limit=25)),
+])
+def test_search_artifacts_same_across_many_service_pages(searching, qs_at_dump, monkeypatch, cap, kwargs):
+    """With small service pages, one answer spans many of them, and a page's runs may reach past the
+    next page's start (its last hit ends a run): still the same pages, runs and counts."""
+    from metaflow_agent import _artifacts
+
+    monkeypatch.setattr(_artifacts, "SERVICE_PAGE_CAP", cap)
+    monkeypatch.setattr(_artifacts, "SERVED_PAGES", 10_000)
+    plans, served = search_both(searching, qs_at_dump, namespace=None, runs=50, **kwargs)
+    assert [page_of(p) for p in plans] == [page_of(s) for s in served]
+    assert sum(s.cost.metadata_requests for s in served) > len(served)  # several requests per answer
