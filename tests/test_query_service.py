@@ -639,3 +639,42 @@ def test_the_failed_task_search_is_narrowed_only_because_the_rule_allows_it():
     assert S.latest_ok_domain("failed") == {False} and S.FAILED_NEEDS_A_FALSE_OK
     assert S.latest_ok_domain("completed") == {True}
     assert S.latest_ok_domain("crashed") == {None} and S.latest_ok_domain("running") == {False, None}
+
+
+def test_glob_translation_agrees_with_the_library_on_random_globs(service_db):
+    """The service's LIKE + regular expression, evaluated by PostgreSQL, against the library's RE2
+    glob (`metaflow_agent._regex.compile_glob`, fnmatch's meaning) on random globs and names."""
+    import random
+
+    from metaflow_agent._errors import BadPattern
+    from metaflow_agent._regex import compile_glob
+    from metaflow_agent_service.params import glob_has_class, glob_to_like, glob_to_regex
+
+    rng = random.Random(12)
+    alphabet = ["a", "b", "_", "*", "?", "[", "]", "!", "-", "^", "\\", "%", ".", "(", "$", "A", "é",
+                "[a-b]", "[!_]", "[]a]", "[!]b]", "[%_]", "[\\]", "[^a]", "[[]", "[a-]", "[.]"]
+    names = sorted({"".join(rng.choice("ab_%.-[]^\\A(é$") for _ in range(rng.randint(1, 5))) for _ in range(300)})
+    globs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(400)]
+
+    async def check() -> int:
+        conn = await asyncpg.connect(service_db)
+        compared = 0
+        try:
+            for glob in globs:
+                try:
+                    want = [n for n in names if compile_glob(glob).match(n)]
+                except BadPattern:
+                    continue  # the library refuses it before asking anyone
+                like, regex = glob_to_like(glob), glob_to_regex(glob) if glob_has_class(glob) else None
+                try:
+                    got = await conn.fetchval("SELECT coalesce(array_agg(n ORDER BY n COLLATE \"C\"), '{}') FROM unnest($1::text[]) AS n "
+                                              "WHERE n LIKE $2 AND ($3::text IS NULL OR n ~ $3)", names, like, regex)
+                except asyncpg.InvalidRegularExpressionError as exc:
+                    raise AssertionError(f"PostgreSQL refuses {glob!r} ({regex}), which the library accepts: {exc}") from None
+                assert sorted(got) == sorted(want), (glob, like, regex)
+                compared += 1
+        finally:
+            await conn.close()
+        return compared
+
+    assert asyncio.run(check()) > 350  # the rest the library refuses (a range like [b-a]), as PostgreSQL would

@@ -360,3 +360,13 @@ def test_search_artifacts_same_across_many_service_pages(searching, qs_at_dump, 
     plans, served = search_both(searching, qs_at_dump, namespace=None, runs=50, **kwargs)
     assert [page_of(p) for p in plans] == [page_of(s) for s in served]
     assert sum(s.cost.metadata_requests for s in served) > len(served)  # several requests per answer
+
+
+def test_search_artifacts_relative_window_pages_through_the_service(searching, qs_at_dump):
+    """A relative window ('3650d') is resolved on the first page and carried by the cursor: the
+    service's cursor stays bound to the same query while the clock moves."""
+    kwargs = dict(flow="TrainFlow", name="*", runs=3, namespace=None, limit=6)
+    searching(qs_at_dump)
+    fixed = [(h.task, h.name) for p in every_page(ma.search_artifacts, **kwargs) for h in p.hits]
+    relative = every_page(ma.search_artifacts, **kwargs, since="3650d")
+    assert len(relative) > 2 and [(h.task, h.name) for p in relative for h in p.hits] == fixed
