@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from . import _config, _deadline
 from ._backend import Backend, get_backend
 from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
-from ._cost import call
-from ._cursor import cursor_offset, cursor_position, make_cursor, open_cursor, query_key
-from ._errors import BadInput, NotAllowed, NotFound, TooLarge
+from ._cost import CostMeter, call
+from ._cursor import cursor_kind, cursor_offset, cursor_position, make_cursor, open_cursor, query_key
+from ._errors import BadCursor, BadInput, NotAllowed, NotFound, ServiceUnavailable, TooLarge
 from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, parse_time, resolve_namespace
 from ._models import (
     ArtifactHit,
@@ -24,7 +25,7 @@ from ._models import (
 )
 from ._outcomes import settle_run
 from ._pathspec import Pathspec
-from ._records import RunQuery, RunRecord
+from ._records import NameHitPage, RunQuery, RunRecord
 from ._regex import Glob, compile_glob
 from ._repr import bounded_repr
 from ._repr import summary as summarize
@@ -165,8 +166,10 @@ def search_artifacts(
 ) -> ArtifactSearch:
     """Find artifacts by name glob, size and type across recent runs.
 
-    Reads each task's data.json only, nothing unpickled; scans the newest
-    `runs` runs (or those in since/until) within a task budget.
+    Scans the newest `runs` runs (or those in since/until): newest run first,
+    then steps, tasks, names; nothing unpickled. Sizes and types come from
+    data.json, within a task budget per page; with the query service, only
+    tasks with a matching name are read.
 
     Args:
         flow: Flow name.
@@ -196,10 +199,20 @@ def search_artifacts(
         limit = check_limit("limit", limit, low=1, high=_config.cap("search_hits"))
         budget = _config.default("search_tasks_budget")
         key = query_key(fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)
-        resume = cursor_position(open_cursor(cursor, "search_artifacts", key), (-1, -1, -1, -1))
+        kind = cursor_kind(cursor, SEARCH_KINDS) if cursor is not None else None
+        state = open_cursor(cursor, kind, key) if kind is not None else None
         ns = resolve_namespace(namespace)
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
         backend = get_backend()
+        ask = _Ask(fl, name, glob, min_size, max_size, type, runs, query, ns, include_private, limit, budget, key)
+        if kind != "search_artifacts":  # a cursor of the plans below keeps its pages on them
+            served = _search_served(backend, ask, state, meter)
+            if served is not None:
+                return served
+            if kind is not None:
+                raise BadCursor("this cursor was issued through the query service, which does not answer now",
+                                hint="omit cursor to start the search over")
+        resume = cursor_position(state, (-1, -1, -1, -1))
         scan = backend.meta.scan_runs(fl, query, limit=runs, after=None, budget=runs)
         hits: list[ArtifactHit] = []
         positions: list[tuple[int, ...]] = []
@@ -245,6 +258,165 @@ def search_artifacts(
             cost=Cost.of(meter),
         )
         return result.resumable(lambda kept: make_cursor("search_artifacts", key, pos=list(positions[kept - 1])))
+
+
+SEARCH_KINDS = ("search_artifacts", "search_artifacts_qs")
+SERVED_PAGES = 20  # query-service requests per call
+SERVICE_PAGE_CAP = 1000  # the query service's most hits per request
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One search's checked arguments."""
+
+    flow: str
+    name: str
+    glob: Glob
+    min_size: int | None
+    max_size: int | None
+    type: str | None
+    runs: int
+    query: RunQuery
+    namespace: str | None
+    include_private: bool
+    limit: int
+    budget: int  # data.json reads
+    key: str
+
+    @property
+    def filtered(self) -> bool:
+        return self.min_size is not None or self.max_size is not None or self.type is not None
+
+
+def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, meter: CostMeter) -> ArtifactSearch | None:
+    """The search with names matched by the backend (the query service); None where it cannot.
+
+    The same hits, order, pages, runs_searched and scanned as the walk in `search_artifacts`:
+    the service walks the same runs, steps and tasks in the same order and says, per hit, how
+    many tasks of its page came before it. Only tasks with a name match have their data.json
+    read (sizes, types, sha), at most `budget` of them; without size or type filters, the first
+    match after a full page is taken on the database's word (its data.json is not read)."""
+    srv: str | None = state.get("srv") if state else None
+    skip: int = state["skip"] if state else 0
+    query = ask.query
+    if state is not None:  # the window as the first page resolved it ('24h' would move)
+        query = RunQuery(since_ms=state.get("since"), until_ms=state.get("until"), tags_all=query.tags_all)
+    # Without size/type filters every name match is a hit: ask for the page itself, so the service's
+    # next cursor is ours. With them, ask for as many as it gives: a wide task has ~20 names.
+    step = SERVICE_PAGE_CAP if ask.filtered else ask.limit
+
+    def fetch(cursor: str | None, want: int) -> NameHitPage | None:
+        return backend.meta.artifact_name_hits(ask.flow, ask.name, include_private=ask.include_private, runs=ask.runs,
+                                               query=query, limit=min(want, SERVICE_PAGE_CAP), cursor=cursor)
+
+    page = fetch(srv, skip + step)
+    if page is None:
+        return None
+    pages = {srv: page}
+    hits: list[ArtifactHit] = []
+    positions: list[tuple[str | None, int]] = []  # per hit: (its page's cursor, its index there)
+    infos: dict[tuple[str, str, str], dict[str, ArtifactInfo] | None] = {}
+    runs_seen: list[str] = []
+    g_off = e_off = 0  # tasks (and empty ones) before the current page's first task, counted from the first page's
+    skip = min(skip, len(page.hits))
+    first = page.hits[skip - 1] if skip else None
+    start = (first.tasks_before, first.empty_before, first.run_id) if first else (0, 0, page.runs[0] if page.runs else "")
+    stop: tuple[int, int, str] = start
+    more, stopped_by, requests = False, "", 1
+    while True:
+        # A page's runs reach its stop (the next page's first hit); the next page starts back at
+        # its last hit's run: keep each run once, in walk order.
+        runs_seen += [r for r in page.runs if r not in runs_seen]
+        cut = False
+        for i in range(skip, len(page.hits)):
+            _deadline.check("search_artifacts")
+            h = page.hits[i]
+            at = (g_off + h.tasks_before, e_off + h.empty_before, h.run_id)
+            if len(hits) == ask.limit and not ask.filtered:  # a name match is a hit: its data.json is not needed
+                more, stop, cut = True, (at[0] + 1, at[1], at[2]), True
+                break
+            task = (h.run_id, h.step, h.task)
+            if task not in infos:
+                if len(infos) >= ask.budget:
+                    stopped_by, stop, cut = "budget", at, True
+                    break
+                infos[task] = _task_infos(backend, Pathspec(ask.flow, h.run_id, h.step, h.task), h.attempt)
+            info = (infos[task] or {}).get(h.name)
+            if info is None or (info.name.startswith("_") and not ask.include_private) or not _match(info, ask.glob, ask.min_size, ask.max_size, ask.type):
+                continue
+            if len(hits) == ask.limit:
+                more, stop, cut = True, (at[0] + 1, at[1], at[2]), True
+                break
+            hits.append(ArtifactHit(task=f"{ask.flow}/{h.run_id}/{h.step}/{h.task}", name=info.name, size=info.size, type=info.type, sha=info.sha))
+            positions.append((srv, i))
+        if cut:
+            break
+        end = (g_off + page.tasks, e_off + page.empty, page.runs[-1] if page.runs else start[2])
+        if page.next_cursor is None:
+            stop = end
+            break
+        if len(hits) == ask.limit and not ask.filtered:  # the service's page ends where the next hit is
+            more, stop = True, end
+            break
+        last = page.hits[-1]
+        if requests >= SERVED_PAGES:
+            stopped_by, stop = "pages", (g_off + last.tasks_before + 1, e_off + last.empty_before, last.run_id)
+            break
+        g_off, e_off = g_off + last.tasks_before, e_off + last.empty_before
+        srv, skip = page.next_cursor, 0
+        nxt = fetch(srv, step)
+        requests += 1
+        if nxt is None:  # the service went away mid-answer
+            raise ServiceUnavailable("the query service stopped answering during the search", hint="retry; the search starts over")
+        page = pages[srv] = nxt
+
+    lo = runs_seen.index(start[2]) if start[2] in runs_seen else 0
+    hi = runs_seen.index(stop[2], lo) + 1 if stop[2] in runs_seen[lo:] else len(runs_seen)
+    searched = runs_seen[lo:hi]
+    scanned, empty = stop[0] - start[0], stop[1] - start[1]
+    missing = sum(1 for v in infos.values() if v is None)
+    reads = len(infos)
+    notes = [f"{page.source}: names matched in its database ({requests} request(s), {scanned} tasks in {len(searched)} runs); "
+             f"read data.json of the {reads} task(s) with a match; nothing unpickled"]
+    if ask.namespace:
+        notes.append(f"runs in namespace {ask.namespace!r}; for all users pass namespace=None (CLI: --no-namespace)")
+    if stopped_by == "budget":
+        notes.append(f"data.json budget of {ask.budget} tasks reached: narrow runs/since/until")
+    elif stopped_by == "pages":
+        notes.append(f"stopped after {SERVED_PAGES} query-service pages: narrow runs/since/until, or the name")
+    if empty:
+        notes.append(f"{empty} task(s) have no artifact data (no artifact rows in the metadata database): still running, or killed before saving")
+    if missing:
+        notes.append(f"{missing} task(s) with artifact rows have no data.json in the datastore at {backend.store.root}: "
+                     "stored under another datastore root?")
+
+    def cursor_after(kept: int) -> str:
+        page_cursor, i = positions[kept - 1]
+        held = pages[page_cursor]
+        if i + 1 == len(held.hits) and held.next_cursor:  # the service's own next page starts right there
+            page_cursor, i = held.next_cursor, -1
+        return make_cursor("search_artifacts_qs", ask.key, srv=page_cursor, skip=i + 1, since=query.since_ms, until=query.until_ms)
+
+    result = ArtifactSearch(
+        flow=ask.flow,
+        hits=hits,
+        runs_searched=searched,
+        truncated=more,
+        next_cursor=cursor_after(len(hits)) if more else None,
+        complete=not (stopped_by or empty or missing),
+        scanned=scanned,
+        notes=notes,
+        cost=Cost.of(meter),
+    )
+    return result.resumable(cursor_after)
+
+
+def _task_infos(backend: Backend, task: Pathspec, attempt: int) -> dict[str, ArtifactInfo] | None:
+    """The artifacts of one attempt by name, from its data.json; None when it has none."""
+    try:
+        return {a.name: a for a in artifact_infos(data_index(backend.store, task, attempt))}
+    except NotFound:
+        return None
 
 
 def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...],

@@ -15,6 +15,7 @@ from .._records import (
     DecidedSummary,
     DecidedTasks,
     FailureLook,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -116,6 +117,13 @@ class MetadataBackend(ABC):
 
     def decided_flows(self, query: RunQuery) -> list[DecidedFlow] | None:
         """Every flow with its latest run among those `query`'s tags select (state and finish set)."""
+        return None
+
+    def artifact_name_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery,
+                           limit: int, cursor: str | None) -> NameHitPage | None:
+        """Artifacts of the latest attempts whose names match `glob`, in the newest `runs` runs
+        matching `query` (since/until/tags), `limit` per page in walk order; `cursor` is a previous
+        page's `next_cursor`."""
         return None
 
     def capabilities(self) -> dict[str, object]:

@@ -24,6 +24,7 @@ from metaflow_agent._records import (
     DecidedTasks,
     FailureLook,
     Listed,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -505,6 +506,12 @@ class ServiceQueries(MetadataBackend):
         if self.qs is None or query.user is not None:
             return None
         return self.qs.flows(query, _config.default("flow_budget"))
+
+    def artifact_name_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery,
+                           limit: int, cursor: str | None) -> NameHitPage | None:
+        if self.qs is None or any("," in t for t in (*query.tags_all, *query.tags_any)):  # the service splits its tags at commas
+            return None
+        return self.qs.artifact_hits(flow, glob, include_private=include_private, runs=runs, query=query, limit=limit, cursor=cursor)
 
     def capabilities(self) -> dict[str, object]:
         caps = self.caps

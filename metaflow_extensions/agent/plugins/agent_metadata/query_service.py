@@ -21,6 +21,8 @@ from metaflow_agent._records import (
     DecidedSummary,
     DecidedTask,
     DecidedTasks,
+    NameHit,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -110,6 +112,20 @@ class QueryService:
             out.append(DecidedStats(flow, g.runs_examined, dict(g.counts), _rate(g.success_rate), _rate(g.success_rate_finished),
                                     durations, complete=not g.truncated, steps=steps.get(flow, {})))
         return out
+
+
+    # --- artifacts by name ---------------------------------------------------------------------
+    def artifact_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery, limit: int,
+                      cursor: str | None) -> NameHitPage:
+        """A page of name hits (latest attempts) in the newest `runs` runs: one request."""
+        page = C.search_artifacts(self.get, flow, name=glob, include_private=include_private, attempts="latest", runs=runs,
+                                  since_ms=query.since_ms, until_ms=query.until_ms, tags_any=list(query.tags_any) or None,
+                                  tags_all=list(query.tags_all) or None, users=[query.user] if query.user else None,
+                                  limit=limit, cursor=cursor)
+        hits = [NameHit(str(h.run_number), h.step, str(h.task_id), h.attempt, h.name, h.sha, h.tasks_before, h.empty_tasks_before)
+                for h in page.hits]
+        return NameHitPage(hits, [str(r) for r in page.runs_searched], page.page.scanned or 0, page.tasks_without_artifacts,
+                           page.page.next_cursor, f"query service at {self.url}")
 
 
 def _s(ms: float | None) -> float:
