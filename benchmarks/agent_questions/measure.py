@@ -29,7 +29,7 @@ async def ask_all(plan: dict[str, Any]) -> None:
     async with Client(build_server()) as client:
         # The worker's start, imports and the once-per-process service probe belong to no question.
         warm = await client.call_tool("capabilities", {})
-        print(json.dumps({"warmup": json.loads(warm.content[0].text)}), flush=True)
+        print(json.dumps({"warmup": warm.structured_content}, default=str), flush=True)
         for case in plan["cases"]:
             print(json.dumps(await ask_one(client, case), default=str), flush=True)
 

@@ -231,15 +231,15 @@ def cases(m: dict[str, Any]) -> list[Case]:
 
 def main(argv: list[str]) -> int:
     kind, root, out, runs, width = argv[:5]
-    size = {"train_runs": int(runs), "width": int(width)}
+    n, w = int(runs), int(width)
     say = lambda s: print(f"{kind}: {s}", file=sys.stderr, flush=True)  # noqa: E731
     if kind == "local":
-        manifest = build(root, **size, progress=say)
+        manifest = build(root, train_runs=n, width=w, progress=say)
     elif kind == "service":
         from tests.service_double import ServiceDouble
 
         with ServiceDouble(mode="master") as double:
-            manifest = build(root, **size, service_url=double.url, set_clock=lambda c: setattr(double.store, "clock", c), progress=say)
+            manifest = build(root, train_runs=n, width=w, service_url=double.url, set_clock=lambda c: setattr(double.store, "clock", c), progress=say)
             rows = service_rows(double.store)
         Path(argv[5]).write_text(json.dumps(rows, separators=(",", ":")))
         manifest["rows"] = {k: len(v) for k, v in rows.items()}
