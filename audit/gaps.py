@@ -26,11 +26,11 @@ GAPS: list[Gap] = [
     Gap("Per-step outcome counts and timings",
         "`GET /agent/v1/flows/{f}/runs/{r}/summary`",
         [("run_summary(run)", "steps"), ("run_summary(run)", "tasks")],
-        "plus one tasks request when the run has a failure (the first failure's exception)"),
+        "it also names the first failure (its exception is then read from the datastore)"),
     Gap("Artifact search by name across runs",
         "`GET /agent/v1/flows/{f}/artifacts?name=…`",
         [("search_artifacts(flow, name='model', runs=10)", "runs"), ("search_artifacts(flow, name='value', runs=10)", "tasks")],
-        "**not used by the library yet**: the endpoint is measured called directly (below); its rows have no size or type (gap 5)"),
+        "data.json is then read only for tasks with a name hit; size and type filters still read it for each (gap 5)"),
     Gap("Size and Python type in artifact rows", "",
         [],
         "not closable by a read-only service over the same tables: size and type are only in the datastore's `data.json`"),
@@ -48,7 +48,7 @@ GAPS: list[Gap] = [
         [("run_stats(flow)", "runs"), ("run_stats(flow)", "run_seconds"), ("run_stats(flow, last=10, per_step=True)", "runs")], ""),
     Gap("Flows with their latest run", "`GET /agent/v1/flows`",
         [("list_flows(namespace=None)", "flows")],
-        "one steps listing per flow shown remains (its answer has no step count)"),
+        "each flow's latest run among those the namespace selects, with its step count"),
     Gap("A capability signal",
         "`GET /agent/v1/capabilities` (the query service's own routes, limits, indexes)",
         [("capabilities()", "once")],
@@ -63,12 +63,5 @@ GAPS: list[Gap] = [
 
 
 def endpoint_calls() -> list[tuple[str, str, Callable[[Any, dict[str, Any]], Any]]]:
-    """(call shown, dimension, call(qs_url, args)): endpoints the library does not use, called directly."""
-
-    def search(qs_url: str, a: dict[str, Any]) -> Any:
-        from metaflow_extensions.agent.plugins.agent_metadata.transport import ServiceTransport
-
-        return ServiceTransport(qs_url).get(f"/flows/{a['flow']}/artifacts", {"name": a["name"], "runs_per_page": 10, "_limit": 50}).body
-
-    call = "GET /agent/v1/flows/{f}/artifacts?name=…&runs_per_page=10&_limit=50"
-    return [(call, "runs", search), (call, "tasks", search)]
+    """(call shown, dimension, call(qs_url, args)): endpoints the library does not use, called directly (none now)."""
+    return []

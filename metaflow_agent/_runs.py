@@ -244,7 +244,11 @@ def _percentile(values: list[float], q: float) -> float:
 def _decided_stats(d: DecidedStats) -> RunStats:
     return RunStats(flow=d.flow, examined=d.examined, complete=d.complete, counts={s: d.counts.get(s, 0) for s in RUN_STATES},
                     success_rate=d.success_rate, finished_success_rate=d.finished_success_rate, duration_s=d.durations_s,
-                    steps=d.steps, notes=["answered by the query service"])
+                    steps={step: {k: int(v) if k in _COUNTED else v for k, v in row.items()} for step, row in d.steps.items()},
+                    notes=["answered by the query service"])
+
+
+_COUNTED = ("runs", "failed")  # per-step figures that are counts: integers on every path
 
 
 def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, budget: int, per_step: bool,

@@ -145,11 +145,11 @@ def test_what_the_readme_says_holds(retraced):
     if not retraced["query_service"]:
         return
     one = ["failed_tasks(run)", "list_tasks(run)", "list_runs(flow, namespace=None)", "list_runs(flow, status='failed', limit=10)",
-           "list_runs(flow, since=…, until=…, limit=100)", "run_stats(flow)", "run_stats(flow, last=10, per_step=True)"]
+           "list_runs(flow, since=…, until=…, limit=100)", "run_stats(flow)", "run_stats(flow, last=10, per_step=True)",
+           "run_summary(run)", "list_flows(namespace=None)", "search_artifacts(flow, name='model', runs=10)",
+           "search_artifacts(flow, name='value', runs=10)"]
     for (call, dim, mode, qs), series in by.items():
         if qs and call in one:
             assert set(series.values()) == {1}, (call, dim, mode, series)
-        if qs and call == "run_summary(run)":
-            assert set(series.values()) == {2}, (call, dim, mode, series)
-        if call == "diagnose_run(run)":  # not wired to the query service (the README's findings)
-            assert series == by[(call, dim, mode, not qs)], (call, dim, mode)
+        if qs and call == "diagnose_run(run)":  # summary, tasks in problem states, the _parameters listing
+            assert set(series.values()) == {3}, (call, dim, mode, series)

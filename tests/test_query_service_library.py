@@ -142,6 +142,15 @@ def test_run_summary_and_tasks_same(at_dump, qs_at_dump, run):
     assert plans.counts == served.counts
 
 
+@pytest.mark.parametrize("run", ["ShardFlow/14", "CrashFlow/15", "TrainFlow/3", "LongFlow/17", "TrainFlow/1"])
+def test_diagnose_run_same(at_dump, qs_at_dump, run):
+    plans, served = both(at_dump, qs_at_dump, ma.diagnose_run, run, tasks=5, lines=0)
+    assert (plans.status, plans.total_failures, plans.truncated) == (served.status, served.total_failures, served.truncated)
+    assert [(f.pathspec, f.status, f.exception) for f in plans.failures] == [(f.pathspec, f.status, f.exception) for f in served.failures]
+    # summary, tasks in problem states, the _parameters task listing, and the probe (once per process)
+    assert served.cost.metadata_requests <= 4 < plans.cost.metadata_requests
+
+
 def test_run_stats_same(at_dump, qs_at_dump, dump_double):
     for flow in RUNS:
         plans, served = both(at_dump, qs_at_dump, ma.run_stats, flow, namespace=None)
