@@ -316,10 +316,19 @@ def test_finished_run_failures_cost_no_request_per_task(service_runs, service_en
 # --- the agent questions on a service deployment ------------------------------------------
 
 
-def test_new_questions_match_client(service_runs, service_env, client):
+def test_new_questions_match_client(service_runs, service_env, client, monkeypatch):
     """list_flows, run_stats, list_tasks, artifact_values and diagnose_run on the service path,
-    against the Client on the same runs (both generations)."""
+    against the Client on the same runs (both generations). The Client's states are those of
+    finished runs: the clock is an hour on, so no run's heartbeat is fresh (a crashed run just
+    made is `unknown` until its heartbeat is 360 s old, by the state rule)."""
+    import time
+
     from helpers import client_run_state
+
+    from metaflow_agent import _config
+
+    later = time.time() + 3600
+    monkeypatch.setattr(_config, "now_s", lambda: later)
 
     flows = ma.list_flows(namespace=None)
     assert {f.flow for f in flows.flows} >= {"HelloFlow", "WideFlow", "ArtifactFlow", "CrashFlow"}
