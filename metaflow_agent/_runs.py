@@ -196,7 +196,7 @@ def run_summary(run: str) -> RunSummary:
             totals=_totals(steps),
             steps=steps,
             first_failure=brief,
-            notes=notes,
+            notes=notes + backend.root_notes(),
             cost=Cost.of(meter),
         )
 
@@ -219,11 +219,12 @@ def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: C
             slowest=[TaskTime(task_id=t, duration_s=round(ms / 1000, 3)) for t, ms in s.slowest[:SLOWEST]],
         ))
     rec = d.run
+    first = first_decided_failure(backend, ps, [s.step for s in d.steps])
     return RunSummary(
         pathspec=str(ps), status=rec.status or "unknown", created_at=iso(rec.ts_ms) or "", finished_at=iso(rec.finished_ms),
         duration_s=_duration(rec.ts_ms, rec.finished_ms), user=rec.user, tags=sorted(rec.tags), totals=_totals(steps), steps=steps,
-        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps]),
-        notes=[f"backend: {backend.kind}, answered by the query service"], cost=Cost.of(meter),
+        first_failure=first,
+        notes=[f"backend: {backend.kind}, answered by the query service"] + backend.root_notes(), cost=Cost.of(meter),
     )
 
 

@@ -11,6 +11,8 @@ proved it filters (rows are re-checked client-side).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Iterator
 
 from metaflow_agent import _config
@@ -34,6 +36,7 @@ from metaflow_agent._records import (
     scan_runs,
     task_order,
 )
+from metaflow_agent._roots import DataRoot
 from metaflow_agent._states import ALIVE_WITHIN_S, DEAD_AFTER_S, Fact, heartbeat_liveness
 from metaflow_agent.backends.base import Decide, MetadataBackend
 
@@ -48,6 +51,7 @@ SHORT_RUN_S = 30  # a heartbeat this close to a run's start cannot date its end
 EXACT_TIMES_TASKS = 100  # runs up to this many tasks are timed from their own metadata rows
 RECENT_ROWS = 50  # newest metadata rows of a run read to date its end and spot its failure
 RECENT_LOOKUPS = 20  # runs per call whose newest metadata rows are read
+RUN_ROOTS_KEPT = 4096  # runs whose recorded datastore root is remembered per process
 
 
 def rows_of(reply: Reply, what: str, need: str | None = None, *, item: type = dict) -> list[Any]:
@@ -98,12 +102,17 @@ class ServiceQueries(MetadataBackend):
 
     kind = "service"
     liveness_lags = True
+    records_roots = True
 
     def __init__(self, transport: ServiceTransport) -> None:
         self.t = transport
         self.url = transport.url
         self._qs: QueryService | None = None
         self._qs_note: str | None = None  # None: not looked for yet
+        # A run's `_parameters` artifacts are written once, when it starts: their root never
+        # changes, so it is remembered across calls (runs with none are asked again).
+        self._run_roots: OrderedDict[tuple[str, str], DataRoot] = OrderedDict()
+        self._roots_lock = threading.Lock()
 
     @property
     def qs(self) -> QueryService | None:
@@ -454,6 +463,50 @@ class ServiceQueries(MetadataBackend):
         if isinstance(detail.foreach_index, str):
             detail.foreach_index = detail.foreach_index.strip("{}[]'\"") or None
         return detail
+
+    # --- where the data is -----------------------------------------------------------------
+    def run_root(self, run: Pathspec) -> DataRoot | None:
+        """The root of the run's `_parameters` artifacts, which the run's launcher wrote first
+        (one small request on both generations, remembered per process); None: none yet."""
+        key = (run.flow, str(run.run))
+        with self._roots_lock:
+            known = self._run_roots.get(key)
+        if known is not None:
+            return known
+        path = _path(run.child("_parameters")) + "/artifacts"
+        rows = rows_of(self._get(path), path, "name")
+        found: dict[DataRoot, int] = {}
+        for row in rows:
+            root = DataRoot.of_location(row.get("ds_type"), row.get("location"), run.flow)
+            ts = row.get("ts_epoch")
+            if root is not None:
+                found[root] = max(found.get(root, 0), ts if isinstance(ts, int) else 0)
+        if not found:
+            return None
+        root = max(found, key=lambda r: found[r])  # one root in practice; else the newest
+        with self._roots_lock:
+            self._run_roots[key] = root
+            while len(self._run_roots) > RUN_ROOTS_KEPT:
+                self._run_roots.popitem(last=False)
+        return root
+
+    def task_root(self, task: Pathspec) -> DataRoot | None:
+        """`ds-type`/`ds-root` of the task's latest attempt, from its metadata (the request
+        `task_detail` makes: sent once per call for both)."""
+        reply = self._get(_path(task) + "/metadata", ok404=True)
+        if reply.status == 404:
+            return None
+        latest: dict[str, tuple[int, int, str]] = {}
+        for row in rows_of(reply, f"metadata of {task}", "field_name"):
+            name, value = row.get("field_name"), row.get("value")
+            if name in ("ds-type", "ds-root") and isinstance(value, str):
+                ts = row.get("ts_epoch")
+                rank = (attempt_of(row), ts if isinstance(ts, int) else 0, value)
+                if rank > latest.get(name, (-1, -1, "")):
+                    latest[name] = rank
+        if "ds-type" not in latest or "ds-root" not in latest:
+            return None
+        return DataRoot.of(latest["ds-type"][2], latest["ds-root"][2])
 
     def artifacts(self, ps: Pathspec, *, limit: int = 5000) -> tuple[list[dict[str, Any]], bool]:
         """Artifact records of a task, a step or a whole run: (at most `limit` rows, complete).
