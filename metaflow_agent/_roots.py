@@ -189,6 +189,11 @@ class TaskStore(Datastore):
             return op(store)
         except NotFound:
             raise
+        except BackendError as exc:  # the same error, naming the root (an S3 error names only the key)
+            note_problem(store.root, exc.message)
+            if store.root in exc.message:
+                raise
+            raise type(exc)(f"{exc.message} (datastore root {store.root})", hint=exc.hint) from None
         except AgentError as exc:
             note_problem(store.root, exc.message)
             raise
