@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from service_double import ServiceDouble
 from service_double.synth import register_simple_run
 
 import metaflow_agent as ma
+from metaflow_agent import _config
 from metaflow_agent._backend import get_backend, reset_backends
 from metaflow_agent._pathspec import Pathspec
 
@@ -250,6 +252,8 @@ def test_following_a_root_costs_what_configuring_it_does(runs, double, monkeypat
     """The same calls on runs in bucket mfagent-other, with the reader's own root elsewhere and
     with it set to that bucket: the same metadata requests (first call in a process, and again)
     and the same datastore reads."""
+    later = time.time() + 3600  # every run long over: no state flips between the two passes
+    monkeypatch.setattr(_config, "now_s", lambda: later)
     start, end = (_one(client, runs.other["hello"], s).pathspec for s in ("start", "end"))
     calls = {
         "failed_tasks": lambda: ma.failed_tasks(runs.other["wide"], limit=100),

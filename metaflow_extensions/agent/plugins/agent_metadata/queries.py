@@ -466,29 +466,54 @@ class ServiceQueries(MetadataBackend):
 
     # --- where the data is -----------------------------------------------------------------
     def run_root(self, run: Pathspec) -> DataRoot | None:
-        """The root of the run's `_parameters` artifacts, which the run's launcher wrote first
-        (one small request on both generations, remembered per process); None: none yet."""
+        """Where the run recorded its data: from metadata rows of its tasks this call already
+        read, else from its `_parameters` artifacts, which its launcher wrote first (one small
+        request on both generations). Remembered per process; None: nothing recorded yet."""
         key = (run.flow, str(run.run))
         with self._roots_lock:
             known = self._run_roots.get(key)
         if known is not None:
             return known
-        path = _path(run.child("_parameters")) + "/artifacts"
-        rows = rows_of(self._get(path), path, "name")
-        found: dict[DataRoot, int] = {}
-        for row in rows:
-            root = DataRoot.of_location(row.get("ds_type"), row.get("location"), run.flow)
-            ts = row.get("ts_epoch")
-            if root is not None:
-                found[root] = max(found.get(root, 0), ts if isinstance(ts, int) else 0)
-        if not found:
-            return None
-        root = max(found, key=lambda r: found[r])  # one root in practice; else the newest
+        root = self._root_already_read(run)
+        if root is None:
+            path = _path(run.child("_parameters")) + "/artifacts"
+            found: dict[DataRoot, int] = {}
+            for row in rows_of(self._get(path), path, "name"):
+                recorded = DataRoot.of_location(row.get("ds_type"), row.get("location"), run.flow)
+                ts = row.get("ts_epoch")
+                if recorded is not None:
+                    found[recorded] = max(found.get(recorded, 0), ts if isinstance(ts, int) else 0)
+            if not found:
+                return None
+            root = max(found, key=lambda r: found[r])  # one root in practice; else the newest
         with self._roots_lock:
             self._run_roots[key] = root
             while len(self._run_roots) > RUN_ROOTS_KEPT:
                 self._run_roots.popitem(last=False)
         return root
+
+    @staticmethod
+    def _root_already_read(run: Pathspec) -> DataRoot | None:
+        """The newest ds-type/ds-root pair among the run's metadata rows this call has already
+        fetched (run-level rows, or a task's): no request."""
+        prefix = _path(run) + "/"
+        best: tuple[int, DataRoot] | None = None
+        for key, reply in list(current_meter().memo.items()):
+            path = key[0] if isinstance(key, tuple) and key else None
+            if not isinstance(path, str) or not path.startswith(prefix) or not path.endswith("/metadata") or not isinstance(reply, Reply):
+                continue
+            pairs: dict[tuple[object, object, int], dict[str, tuple[int, str]]] = {}
+            for row in reply.body if isinstance(reply.body, list) else []:
+                value, stamp = (row.get("value"), row.get("ts_epoch")) if isinstance(row, dict) else (None, None)
+                if isinstance(value, str) and row.get("field_name") in ("ds-type", "ds-root"):
+                    ts = stamp if isinstance(stamp, int) else 0
+                    pairs.setdefault((row.get("step_name"), row.get("task_id"), attempt_of(row)), {})[str(row["field_name"])] = (ts, value)
+            for pair in pairs.values():
+                root = DataRoot.of(pair.get("ds-type", (0, None))[1], pair.get("ds-root", (0, None))[1])
+                ts = max(t for t, _ in pair.values())
+                if root is not None and (best is None or ts > best[0]):
+                    best = (ts, root)
+        return best[1] if best is not None else None
 
     def task_root(self, task: Pathspec) -> DataRoot | None:
         """`ds-type`/`ds-root` of the task's latest attempt, from its metadata (the request
