@@ -28,6 +28,7 @@ from ._pathspec import Pathspec
 from ._records import RunQuery, RunRecord
 from ._regex import Glob, compile_glob
 from ._repr import bounded_repr
+from ._roots import is_root_problem
 from ._repr import summary as summarize
 from ._sandbox import load_in_sandbox, require_opt_in
 from ._unpickle import loads, refused_classes
@@ -287,7 +288,9 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
                 except NotFound:
                     att = None
                     lost[(ri, si, ti, -1)] = ("no artifact data", _root_or_unknown(store))
-                except BackendError:  # its root cannot be opened or read: the note says why
+                except BackendError as exc:  # its root cannot be opened or read: the note says why
+                    if not is_root_problem(exc):
+                        raise  # the metadata service failed: the whole answer does
                     att = None
                     lost[(ri, si, ti, -1)] = ("unreadable", _root_or_unknown(store))
                 yield (ri, si, ti, -1), None if att is None else str(tps), None

@@ -100,10 +100,19 @@ def forget_roots() -> None:
         _open.clear()
 
 
-def note_problem(root: str, message: str) -> None:
-    """Remember, for this call's notes, that a recorded root could not be opened or read."""
-    problems: dict[str, str] = current_meter().memo.setdefault(("root-problems",), {})
+def note_problem(root: str, message: str, raised: str | None = None) -> None:
+    """Remember, for this call's notes, that a recorded root could not be opened or read
+    (`raised`: the message of the error raised for it, when it differs)."""
+    memo = current_meter().memo
+    problems: dict[str, str] = memo.setdefault(("root-problems",), {})
     problems.setdefault(root, message)
+    memo.setdefault(("root-errors",), set()).add(raised or message)
+
+
+def is_root_problem(exc: AgentError) -> bool:
+    """Whether an error came from opening or reading a datastore root (noted for this call),
+    not from the metadata service."""
+    return exc.message in current_meter().memo.get(("root-errors",), set())
 
 
 def note_missing(root: str, task: str) -> None:
@@ -190,10 +199,11 @@ class TaskStore(Datastore):
         except NotFound:
             raise
         except BackendError as exc:  # the same error, naming the root (an S3 error names only the key)
-            note_problem(store.root, exc.message)
-            if store.root in exc.message:
+            named = exc if store.root in exc.message else type(exc)(f"{exc.message} (datastore root {store.root})", hint=exc.hint)
+            note_problem(store.root, exc.message, named.message)
+            if named is exc:
                 raise
-            raise type(exc)(f"{exc.message} (datastore root {store.root})", hint=exc.hint) from None
+            raise named from None
         except AgentError as exc:
             note_problem(store.root, exc.message)
             raise

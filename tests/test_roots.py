@@ -157,3 +157,19 @@ def test_a_root_that_fails_is_noted_and_names_itself(tmp_path):
     assert "s3://locked-bucket/mf" in err.value.message and err.value.hint == "check credentials"
     assert notes == [f"datastore root s3://locked-bucket/mf could not be read: S3 list of {TASK} failed: AccessDenied; "
                      "what its tasks saved is missing here"]
+
+
+def test_root_problems_are_told_from_service_failures(tmp_path):
+    """search_artifacts skips a task whose root fails, but not a failure of the metadata service."""
+    from metaflow_agent._errors import ServiceUnavailable
+    from metaflow_agent._roots import is_root_problem
+
+    class Broken(LocalDatastore):
+        def entries(self, rel_dir, *, with_stat=False):
+            raise ServiceUnavailable("S3 list failed: SlowDown")
+
+    with metered():
+        with pytest.raises(ServiceUnavailable) as err:
+            Looks(Broken(str(tmp_path)), None).view().list(str(TASK))
+        assert is_root_problem(err.value)
+        assert not is_root_problem(ServiceUnavailable("metadata service at http://x answered 503"))
