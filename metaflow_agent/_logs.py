@@ -153,7 +153,7 @@ def task_logs(
         files = _log_files(store, ps, stream, attempt)
         if not files:
             backend.meta.check_task(ps)
-            raise NotFound(f"no {stream} log for {ps} attempt {attempt}", hint="try the other stream, or another attempt")
+            raise NotFound(f"no {stream} log for {ps} attempt {attempt} at {store.root}", hint="try the other stream, or another attempt")
         total = sum(size for _, size, _ in files)
         notes: list[str] = []
         truncated = False

@@ -281,11 +281,13 @@ def test_following_a_root_costs_what_configuring_it_does(runs, double, monkeypat
 # --- roots that cannot be read -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "root"), [("gs", "gs://mfagent-gcs/metaflow"), ("s3", "s3://mfagent-nosuch/metaflow")])
+@pytest.mark.parametrize(("kind", "root"), [("gs", "gs://mfagent-gcs/metaflow"), ("s3", "s3://mfagent-nosuch/metaflow"),
+                                          ("local", "/nonexistent/elsewhere/.metaflow")])
 def test_unreadable_roots_are_typed_errors_or_notes(s3_server, double, monkeypatch, tmp_path, kind, root):
-    """Tasks that recorded a datastore this library cannot read (another type), or a bucket that
-    is not there: a typed error for one task, a note (never silence) where many are read."""
-    flow = "GcsFlow" if kind == "gs" else "GoneFlow"
+    """Tasks that recorded a datastore this library cannot read (another type), a bucket that is
+    not there, or a local root not on this machine: a typed error naming the root for one task,
+    a note (never silence) where many are read."""
+    flow = {"gs": "GcsFlow", "s3": "GoneFlow", "local": "FarFlow"}[kind]
     run = f"{flow}/" + register_simple_run(double.url, flow, end_ok=False)
     store = double.store
     with store.lock:
@@ -298,16 +300,18 @@ def test_unreadable_roots_are_typed_errors_or_notes(s3_server, double, monkeypat
                                        "type": "metaflow.artifact", "content_type": "pickle-v4"})
     configure(monkeypatch, double, "master", "s3", tmp_path)
     end = f"{run}/end/" + str(store.list_tasks(flow, run.split("/")[1], "end")[0]["task_id"])
+    error = ma.NotFound if kind == "local" else ma.BackendError
     for fn in (lambda: ma.list_artifacts(end), lambda: ma.task_logs(end), lambda: ma.artifact_preview(end, "x")):
-        with pytest.raises(ma.BackendError) as err:
+        with pytest.raises(error) as err:
             fn()
-        assert (kind in err.value.message and root in err.value.message) if kind == "gs" else "mfagent-nosuch" in err.value.message
+        assert root in err.value.message and (kind != "gs" or "'gs'" in err.value.message), err.value.message
     failed = ma.failed_tasks(run)
     assert [t.pathspec for t in failed.failed] == [end] and failed.failed[0].exception_type is None
-    assert any(root in n and "could not be read" in n for n in failed.notes), failed.notes
+    said = "no files at" if kind == "local" else "could not be read"
+    assert any(root in n and said in n for n in failed.notes), failed.notes
     found = ma.search_artifacts(flow, name="*", namespace=None)
     assert not found.complete and not found.hits
-    assert any(root in n and "could not be read" in n for n in found.notes), found.notes
+    assert any(root in n and said in n for n in found.notes), found.notes
 
 
 # --- the local backend: roots agree by construction --------------------------------------------
