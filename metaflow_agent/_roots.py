@@ -58,9 +58,6 @@ class DataRoot:
         head, sep, _ = location.partition(f"/{flow}/data/")
         return cls.of(kind, head) if sep else None
 
-    def __str__(self) -> str:
-        return self.root
-
 
 def root_of(store: Datastore) -> DataRoot | None:
     """The root an open store reads, in the recorded form."""
@@ -84,8 +81,9 @@ def open_root(root: DataRoot) -> Datastore:
             f"data recorded in a {root.kind!r} datastore ({root.root}), which this library cannot read (only {', '.join(READABLE)})",
             hint="read it with the Metaflow Client API, which has that datastore's plugin",
         )
-    if "\x00" in root.root or (root.kind == "local" and not os.path.isabs(root.root)):
-        raise BackendError(f"recorded local datastore root {root.root!r} is not an absolute path", hint="the task's ds-root metadata is malformed")
+    if "\x00" in root.root or not (os.path.isabs(root.root) if root.kind == "local" else root.root.startswith("s3://")):
+        raise BackendError(f"recorded {root.kind} datastore root {root.root!r} is malformed (an absolute path or s3:// URL is expected)",
+                           hint="the task's ds-root metadata (or its artifacts' location) is malformed; read it with the Metaflow Client API")
     store: Datastore = LocalDatastore(root.root) if root.kind == "local" else S3Datastore(root.root)
     with _open_lock:
         store = _open.setdefault(root, store)

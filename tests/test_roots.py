@@ -35,8 +35,10 @@ def test_open_root_kinds():
     with pytest.raises(BackendError) as err:
         open_root(DataRoot("gs", "gs://bucket/mf"))
     assert "'gs'" in err.value.message and "gs://bucket/mf" in err.value.message and "Client API" in err.value.hint
-    with pytest.raises(BackendError):
-        open_root(DataRoot("local", "relative/.metaflow"))
+    for bad in (DataRoot("local", "relative/.metaflow"), DataRoot("s3", "bucket/mf"), DataRoot("local", "/x\x00y")):
+        with pytest.raises(BackendError) as err:
+            open_root(bad)
+        assert "malformed" in err.value.message
     s3 = open_root(DataRoot("s3", "s3://bucket/mf"))
     assert isinstance(s3, S3Datastore) and s3.bucket == "bucket" and s3.prefix == "mf"
     assert open_root(DataRoot("s3", "s3://bucket/mf")) is s3  # opened once per process
