@@ -11,7 +11,8 @@ from ._backend import Backend, get_backend
 from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
 from ._cost import CostMeter, call
 from ._cursor import cursor_kind, cursor_offset, cursor_position, make_cursor, open_cursor, query_key
-from ._errors import BadCursor, BadInput, NotAllowed, NotFound, ServiceUnavailable, TooLarge
+from ._datastore import Datastore
+from ._errors import AgentError, BackendError, BadCursor, BadInput, NotAllowed, NotFound, ServiceUnavailable, TooLarge
 from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, parse_time, resolve_namespace
 from ._models import (
     ArtifactHit,
@@ -28,6 +29,7 @@ from ._pathspec import Pathspec
 from ._records import NameHitPage, RunQuery, RunRecord
 from ._regex import Glob, compile_glob
 from ._repr import bounded_repr
+from ._roots import is_root_problem
 from ._repr import summary as summarize
 from ._sandbox import load_in_sandbox, require_opt_in
 from ._unpickle import loads, refused_classes
@@ -61,8 +63,9 @@ def list_artifacts(
         if attempt is not None:
             attempt = check_limit("attempt", attempt, low=0, high=99)
         backend = get_backend()
-        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
-        infos = [a for a in artifact_infos(data_index(backend.store, ps, att)) if include_private or not a.name.startswith("_")]
+        store = backend.store_for(ps)
+        att = resolve_attempt(store, backend.meta, ps, attempt, with_data=True)
+        infos = [a for a in artifact_infos(data_index(store, ps, att)) if include_private or not a.name.startswith("_")]
         page = infos[start : start + limit]
         more = start + limit < len(infos)
         result = ArtifactList(
@@ -105,8 +108,9 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         if unsafe:
             require_opt_in()
         backend = get_backend()
-        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
-        index = data_index(backend.store, ps, att)
+        store = backend.store_for(ps)
+        att = resolve_attempt(store, backend.meta, ps, attempt, with_data=True)
+        index = data_index(store, ps, att)
         sha = index.get("objects", {}).get(name)
         if sha is None:
             names = sorted(n for n in index.get("objects", {}) if not n.startswith("_"))
@@ -115,7 +119,7 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         size = info.get("size")
         if size is not None and size > cap:
             raise TooLarge(f"artifact {name!r} is {size} bytes, over max_bytes={cap}", hint=f"raise max_bytes above {size} to load it, or use list_artifacts for its type and size")
-        raw = load_blob(backend.store, ps.flow, sha, max_bytes=cap)
+        raw = load_blob(store, ps.flow, sha, max_bytes=cap)
         encoding = info.get("encoding", "pickle-v4")
         if not str(encoding).startswith("pickle"):
             raise BadInput(f"artifact {name!r} has encoding {encoding!r}, which this preview cannot decode", hint="load it with the Metaflow Client API")
@@ -219,15 +223,17 @@ def search_artifacts(
         searched: list[str] = []
         tasks_read = 0
         more, complete, last = False, True, resume
-        no_data: list[str] = []
-        for pos, task_ps, info in _walk(backend, fl, scan.runs, resume, searched):
+        lost: dict[tuple[int, ...], tuple[str, str]] = {}  # task position -> (why, root)
+        no_data: dict[tuple[str, str], int] = {}
+        for pos, task_ps, info in _walk(backend, fl, scan.runs, resume, searched, lost):
             if info is None:  # a task boundary: count it against the budget
                 if tasks_read >= budget:
                     complete = False
                     break
                 tasks_read += 1
                 if task_ps is None:
-                    no_data.append(str(pos))
+                    reason = lost.get(pos, ("no artifact data", "?"))
+                    no_data[reason] = no_data.get(reason, 0) + 1
                 continue
             if task_ps is None or (info.name.startswith("_") and not include_private) or not _match(info, glob, min_size, max_size, type):
                 continue
@@ -242,10 +248,13 @@ def search_artifacts(
             notes.append(f"runs in namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
-        if no_data:
+        for (why, where), count in sorted(no_data.items()):
             complete = False
-            notes.append(f"{len(no_data)} task(s) have no artifact data in the datastore "
-                         f"at {backend.store.root}: still running, or stored under another datastore root")
+            if why == "no artifact data":
+                notes.append(f"{count} task(s) have no artifact data at {where}: still running, or ended before saving any")
+            else:
+                notes.append(f"{count} task(s) could not be read at {where}")
+        notes += backend.root_notes()
         result = ArtifactSearch(
             flow=fl,
             hits=hits,
@@ -316,6 +325,7 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     hits: list[ArtifactHit] = []
     positions: list[tuple[str | None, int]] = []  # per hit: (its page's cursor, its index there)
     infos: dict[tuple[str, str, str], dict[str, ArtifactInfo] | None] = {}
+    lost: dict[tuple[str, str], int] = {}  # tasks without data by (why, root)
     runs_seen: list[str] = []
     g_off = e_off = 0  # tasks (and empty ones) before the current page's first task, counted from the first page's
     skip = min(skip, len(page.hits))
@@ -340,7 +350,7 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
                 if len(infos) >= ask.budget:
                     stopped_by, stop, cut = "budget", at, True
                     break
-                infos[task] = _task_infos(backend, Pathspec(ask.flow, h.run_id, h.step, h.task), h.attempt)
+                infos[task] = _task_infos(backend, Pathspec(ask.flow, h.run_id, h.step, h.task), h.attempt, lost)
             info = (infos[task] or {}).get(h.name)
             if info is None or (info.name.startswith("_") and not ask.include_private) or not _match(info, ask.glob, ask.min_size, ask.max_size, ask.type):
                 continue
@@ -386,9 +396,12 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
         notes.append(f"stopped after {SERVED_PAGES} query-service pages: narrow runs/since/until, or the name")
     if empty:
         notes.append(f"{empty} task(s) have no artifact data (no artifact rows in the metadata database): still running, or killed before saving")
-    if missing:
-        notes.append(f"{missing} task(s) with artifact rows have no data.json in the datastore at {backend.store.root}: "
-                     "stored under another datastore root?")
+    for (why, where), count in sorted(lost.items()):
+        if why == "no data.json":
+            notes.append(f"{count} task(s) with artifact rows have no data.json at {where}")
+        else:
+            notes.append(f"{count} task(s) could not be read at {where}")
+    notes += backend.root_notes()
 
     def cursor_after(kept: int) -> str:
         page_cursor, i = positions[kept - 1]
@@ -411,19 +424,29 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     return result.resumable(cursor_after)
 
 
-def _task_infos(backend: Backend, task: Pathspec, attempt: int) -> dict[str, ArtifactInfo] | None:
-    """The artifacts of one attempt by name, from its data.json; None when it has none."""
+def _task_infos(backend: Backend, task: Pathspec, attempt: int, lost: dict[tuple[str, str], int]) -> dict[str, ArtifactInfo] | None:
+    """The artifacts of one attempt by name, from its data.json at the task's recorded root;
+    None when it has none there or that root cannot be read (counted in `lost` by why and root)."""
+    store = backend.store_for(task)
     try:
-        return {a.name: a for a in artifact_infos(data_index(backend.store, task, attempt))}
+        return {a.name: a for a in artifact_infos(data_index(store, task, attempt))}
     except NotFound:
-        return None
+        why = "no data.json"
+    except BackendError as exc:  # its root cannot be opened or read: skip only this task
+        if not is_root_problem(exc):
+            raise  # the metadata service failed: the whole answer does
+        why = "unreadable"
+    key = (why, _root_or_unknown(store))
+    lost[key] = lost.get(key, 0) + 1
+    return None
 
 
-def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...],
-          searched: list[str]) -> Iterator[tuple[tuple[int, ...], str | None, ArtifactInfo | None]]:
+def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...], searched: list[str],
+          lost: dict[tuple[int, ...], tuple[str, str]]) -> Iterator[tuple[tuple[int, ...], str | None, ArtifactInfo | None]]:
     """Yield (position, task pathspec, artifact) in a stable order, after `resume`.
 
-    A (position, pathspec, None) item marks each task whose data.json is read.
+    A (position, pathspec, None) item marks each task whose data.json is read; (position,
+    None, None) one with nothing to read, why in `lost` (a root that fails skips only its tasks).
     """
     for ri, rec in enumerate(runs):
         if ri < resume[0]:
@@ -439,13 +462,33 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
                     continue
                 _deadline.check("search_artifacts")
                 tps = sps.child(task)
-                att = latest_attempt(backend.store, tps, with_data=True)
+                store = backend.store_for(tps)
+                infos: list[ArtifactInfo] = []
+                try:
+                    att = latest_attempt(store, tps, with_data=True)
+                    if att is None:
+                        lost[(ri, si, ti, -1)] = ("no artifact data", store.root)
+                    else:
+                        infos = artifact_infos(data_index(store, tps, att))
+                except NotFound:
+                    att = None
+                    lost[(ri, si, ti, -1)] = ("no artifact data", _root_or_unknown(store))
+                except BackendError as exc:  # its root cannot be opened or read: the note says why
+                    if not is_root_problem(exc):
+                        raise  # the metadata service failed: the whole answer does
+                    att = None
+                    lost[(ri, si, ti, -1)] = ("unreadable", _root_or_unknown(store))
                 yield (ri, si, ti, -1), None if att is None else str(tps), None
-                if att is None:
-                    continue
-                for ai, info in enumerate(artifact_infos(data_index(backend.store, tps, att))):
+                for ai, info in enumerate(infos):
                     if (ri, si, ti, ai) > resume:
                         yield (ri, si, ti, ai), str(tps), info
+
+
+def _root_or_unknown(store: Datastore) -> str:
+    try:
+        return store.root
+    except AgentError:
+        return "an unknown root"
 
 
 def _match(a: ArtifactInfo, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
@@ -466,7 +509,7 @@ def _find_artifact(backend: Backend, run: Pathspec, name: str, step: str | None)
     for s in steps:
         sps = run.child(s)
         for task in sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t), reverse=True):
-            arts = task_artifacts(backend.store, sps.child(task))
+            arts = task_artifacts(backend.store_for(sps.child(task)), sps.child(task))
             if arts is None:
                 continue
             if name in arts:
@@ -518,13 +561,13 @@ def artifact_values(
         rows = []
         for rec in scan.runs:
             task, info = _find_artifact(backend, rec.pathspec, name, step)
-            value, note = plain_value(backend.store, fl, info) if info is not None else (None, "no task of this run saved it")
+            value, note = plain_value(backend.store_for(task), fl, info) if task is not None and info is not None else (None, "no task of this run saved it")
             rows.append(ArtifactValue(run=str(rec.pathspec), created_at=iso(rec.ts_ms) or "", status=rec.status,
                                       task=str(task) if task else None, value=value, type=info.type if info else None,
                                       size=info.size if info else None, note=note))
         if order == "oldest":
             rows.reverse()
-        notes = list(scan.notes[1:])
+        notes = list(scan.notes[1:]) + backend.root_notes()
         if ns:
             notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
         return ArtifactValues(flow=fl, name=name, values=rows, complete=scan.complete, notes=notes, cost=Cost.of(meter))

@@ -30,14 +30,15 @@ def parameters(backend: Backend, run: Pathspec) -> dict[str, JsonValue]:
     """A run's parameters: small plain values as themselves, the type otherwise."""
     step = run.child("_parameters")
     for task in backend.meta.list_tasks(step):
-        arts = task_artifacts(backend.store, step.child(task))
+        store = backend.store_for(step.child(task))
+        arts = task_artifacts(store, step.child(task))
         if arts is None:
             continue
         out: dict[str, JsonValue] = {}
         for name, info in sorted(arts.items()):
             if name.startswith("_") or name == "name":  # Metaflow's own, and the flow's name
                 continue
-            value, note = plain_value(backend.store, run.flow, info)
+            value, note = plain_value(store, run.flow, info)
             out[name] = value if note is None else f"<{info.type or '?'}, {info.size} bytes>"
         return out
     return {}
@@ -86,7 +87,7 @@ def diagnose_run(run: str, *, tasks: int = 3, lines: int = 10, max_bytes: int = 
                 latest = detail.attempts[-1].attempt if detail and detail.attempts else max(a.listings.get((step, task)) or {0: set()})
             exc = exception_of(backend, tps, failed_tries)
             text = f"{short_type(exc.get('type'))}: {exc.get('message')}" if exc else None
-            rc = attempt_ended(backend.store, tps, latest)[1] if kind != "failed" else None
+            rc = attempt_ended(backend.store_for(tps), tps, latest)[1] if kind != "failed" else None
             log: list[str] = []
             if lines:
                 try:
@@ -104,7 +105,7 @@ def diagnose_run(run: str, *, tasks: int = 3, lines: int = 10, max_bytes: int = 
             failures=found,
             total_failures=len(problems),
             truncated=len(problems) > len(found),
-            notes=notes,
+            notes=notes + backend.root_notes(),
             cost=Cost.of(meter),
         )
         return _fit(result, max_bytes)

@@ -124,7 +124,7 @@ def _task_kind(backend: Backend, task: Pathspec, has_failed: bool, run_alive: Fa
     """One unsettled task's kind: its latest attempt from its datastore folder (an attempt that
     saved data.json raised; one that did not is running or died), else from its metadata."""
     try:
-        files = attempt_files(backend.store, task)
+        files = attempt_files(backend.store_for(task), task)
     except BackendError:  # no datastore: the metadata alone decides
         files = {}
     if files:
@@ -155,14 +155,14 @@ def _graph_of(backend: Backend, task: Pathspec, a: Assessment) -> dict[str, Any]
     candidates = [task] + ([ok] if ok is not None else [])
     try:
         for candidate in candidates:
-            attempt = latest_attempt(backend.store, candidate, with_data=True)
+            attempt = latest_attempt(backend.store_for(candidate), candidate, with_data=True)
             if attempt is not None:
-                return graph_info(backend.store, candidate, attempt)
+                return graph_info(backend.store_for(candidate), candidate, attempt)
         params = task.run_ps.child("_parameters")
         for tid in backend.meta.list_tasks(params):
-            attempt = latest_attempt(backend.store, params.child(tid), with_data=True)
+            attempt = latest_attempt(backend.store_for(params.child(tid)), params.child(tid), with_data=True)
             if attempt is not None:
-                return graph_info(backend.store, params.child(tid), attempt)
+                return graph_info(backend.store_for(params.child(tid)), params.child(tid), attempt)
     except BackendError:
         return None
     return None
@@ -252,7 +252,7 @@ def run_status(backend: Backend, run: RunRecord) -> RunState:
 def exception_of(backend: Backend, task: Pathspec, attempts: list[int]) -> dict[str, Any]:
     """The `_exception` of the latest of `attempts` that recorded one ({} when none)."""
     for attempt in sorted(attempts, reverse=True):
-        exc = task_exception(backend.store, task, attempt)
+        exc = task_exception(backend.store_for(task), task, attempt)
         if exc:
             return exc
     return {}

@@ -196,7 +196,7 @@ def run_summary(run: str) -> RunSummary:
             totals=_totals(steps),
             steps=steps,
             first_failure=brief,
-            notes=notes,
+            notes=notes + backend.root_notes(),
             cost=Cost.of(meter),
         )
 
@@ -229,7 +229,7 @@ def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: C
         duration_s=_duration(rec.ts_ms, rec.finished_ms), user=rec.user, tags=sorted(rec.tags), totals=_totals(steps), steps=steps,
         first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps], d.first_failure)
         if d.first_failure is not None or _any_failed(d) else None,
-        notes=[f"backend: {backend.kind}, answered by the query service"], cost=Cost.of(meter),
+        notes=[f"backend: {backend.kind}, answered by the query service"] + backend.root_notes(), cost=Cost.of(meter),
     )
 
 

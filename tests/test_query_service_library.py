@@ -10,6 +10,7 @@ within what the plans' heartbeat approximation allows.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ import metaflow_agent as ma
 from metaflow_agent import _config
 
 TABLES = {"flows": "flows_v3", "runs": "runs_v3", "steps": "steps_v3", "tasks": "tasks_v3", "metadata": "metadata_v3", "artifacts": "artifact_v3"}
+DUMP_ROOT = "/data/metaflow/.metaflow"  # the datastore root the dump's runs recorded
 RUNS = {"TrainFlow": range(1, 13), "ShardFlow": (13, 14), "CrashFlow": (15, 16), "LongFlow": (17,)}
 EXPECTED = {1: "completed", 3: "failed", 6: "failed", 10: "failed", 13: "completed", 14: "failed", 15: "crashed", 16: "crashed", 17: "running"}
 
@@ -83,9 +85,12 @@ def test_the_service_is_found_and_used(at_dump, qs_at_dump):
     caps = ma.capabilities()
     assert caps.query_service == qs_at_dump.url + "/agent/v1"
     got = ma.failed_tasks("ShardFlow/14")
-    assert got.cost.metadata_requests <= 2  # its one answer (plus the probe, once per process)
+    # Its one answer, plus (once per process) the probe, the run's recorded datastore root and,
+    # its tasks being missing there (the datastore is not shipped), one task's own root.
+    assert got.cost.metadata_requests <= 4
     again = ma.failed_tasks("ShardFlow/14")
     assert again.cost.metadata_requests == 1
+    assert any("no files at /data/metaflow/.metaflow for 3 task(s)" in n for n in again.notes), again.notes
 
 
 def test_one_request_per_question_on_every_generation(at_dump, qs_at_dump, dump_double):
@@ -102,6 +107,8 @@ def test_one_request_per_question_on_every_generation(at_dump, qs_at_dump, dump_
         "flows": lambda: ma.list_flows(namespace=None),
         "flows, one user's latest runs": lambda: ma.list_flows(namespace="user:capture"),
     }
+    for ask in asks.values():  # once per process: each run's recorded datastore root (and, the
+        ask()                  # dump shipping no datastore, a missing task's own root)
     spent = {what: ask().cost.metadata_requests for what, ask in asks.items()}
     assert spent == dict.fromkeys(asks, 1), (dump_double.mode, spent)
 
@@ -147,8 +154,9 @@ def test_diagnose_run_same(at_dump, qs_at_dump, run):
     plans, served = both(at_dump, qs_at_dump, ma.diagnose_run, run, tasks=5, lines=0)
     assert (plans.status, plans.total_failures, plans.truncated) == (served.status, served.total_failures, served.truncated)
     assert [(f.pathspec, f.status, f.exception) for f in plans.failures] == [(f.pathspec, f.status, f.exception) for f in served.failures]
-    # summary, tasks in problem states, the _parameters task listing, and the probe (once per process)
-    assert served.cost.metadata_requests <= 4 < plans.cost.metadata_requests
+    # summary, tasks in problem states, the _parameters task listing; once per process the probe and
+    # the run's recorded root; and, the dump shipping no datastore, the failed task's own root
+    assert served.cost.metadata_requests <= 6 < plans.cost.metadata_requests
 
 
 def test_run_stats_same(at_dump, qs_at_dump, dump_double):
@@ -198,6 +206,8 @@ def dump_datastore(tmp_path_factory, dump_rows) -> str:
 def searching(at_dump, monkeypatch, dump_datastore):
     """`at_dump`, with the datastore that matches the dump's artifact rows."""
     monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", dump_datastore)
+    # The dump's runs recorded the real service's root; its data.json files are built here.
+    monkeypatch.setenv("METAFLOW_AGENT_DATASTORE_ROOT_MAP", json.dumps({DUMP_ROOT: os.path.join(dump_datastore, ".metaflow")}))
     return at_dump
 
 
@@ -309,6 +319,8 @@ def test_search_artifacts_costs_less_through_the_service(searching, qs_at_dump):
     ma.capabilities()  # the probe, once per process
     served = ma.search_artifacts(**kwargs)
     assert page_of(plans) == page_of(served)
+    assert served.cost.metadata_requests <= 1 + len(served.runs_searched)  # first time: each run's recorded root
+    served = ma.search_artifacts(**kwargs)  # remembered per process
     tasks = len({h.task for h in served.hits})
     assert served.cost.metadata_requests == 1
     assert served.cost.datastore_reads == tasks  # one data.json per task with a hit, no listing
@@ -369,7 +381,7 @@ def test_search_artifacts_without_the_datastore_is_incomplete_both_ways(at_dump,
     served = ma.search_artifacts("TrainFlow", name="accuracy", namespace=None, runs=3)
     assert plans.hits == served.hits == [] and not plans.complete and not served.complete
     assert plans.scanned == served.scanned and plans.runs_searched == served.runs_searched == ["12", "11", "10"]
-    assert any("no data.json in the datastore" in n for n in served.notes), served.notes
+    assert any("no data.json at /data/metaflow/.metaflow" in n for n in served.notes), served.notes
     assert served.cost.datastore_reads == 0  # the data.json reads failed: nothing was there to count
 
 

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Literal
 
 from .._pathspec import Pathspec
+from .._roots import DataRoot
 from .._records import (
     DecidedFlow,
     DecidedStats,
@@ -34,6 +35,9 @@ class MetadataBackend(ABC):
     # True where liveness is proved from a delayed signal (heartbeats): a run that has just
     # failed for good still looks alive for a while, so alive runs are checked for failures.
     liveness_lags: bool = False
+    # True where a task's data may live under a root other than the configured one (the service:
+    # each task records its own); False where the metadata lives in the datastore itself (local).
+    records_roots: bool = False
 
     @abstractmethod
     def list_flows(self) -> list[str]:
@@ -100,6 +104,15 @@ class MetadataBackend(ABC):
     @abstractmethod
     def check_task(self, task: Pathspec) -> None:
         """NotFound (for the task, its step or its run, whichever is missing) unless the task exists."""
+
+    def run_root(self, run: Pathspec) -> DataRoot | None:
+        """Where the run recorded its data (one look, as cheap as the backend allows); None:
+        not recorded, or not needed (the metadata lives in the configured datastore)."""
+        return None
+
+    def task_root(self, task: Pathspec) -> DataRoot | None:
+        """Where this task recorded its data (`ds-type`/`ds-root` of its latest attempt)."""
+        return None
 
     # Where the backend decides states itself (the query service), whole answers in one look;
     # None: not available here, and the question modules gather the facts themselves.
