@@ -25,6 +25,7 @@ import contextlib
 import os
 import platform
 import time as _time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -95,6 +96,7 @@ class Attempt:
     ok: bool | None
     stdout_lines: int = 3
     message: str = "boom"
+    seconds: float = 0.0  # how long it runs, on the writer's clock (RunWriter(clock=...))
 
 
 @dataclass
@@ -105,7 +107,7 @@ class TaskSpec:
     foreach_index: int | None = None
 
 
-def _graph_info(steps: list[str], retry: dict[str, int] | None = None) -> dict[str, Any]:
+def _graph_info(steps: list[str], retry: dict[str, int] | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `_graph_info` artifact every task carries, shaped like metaflow.graph's (retry decorators included)."""
     retry = retry or {}
 
@@ -119,7 +121,7 @@ def _graph_info(steps: list[str], retry: dict[str, int] | None = None) -> dict[s
         "file": "synth_flow.py",
         "start_step": "start",
         "end_step": "end",
-        "parameters": [],
+        "parameters": [{"name": k, "type": "Parameter"} for k in params or {}],
         "constants": [],
         "steps": {s: {"name": s, "type": "linear", "line": 10 + i, "doc": "", "decorators": decorators(s),
                       "next": steps[i + 1:i + 2], "node_info": {}} for i, s in enumerate(steps)},
@@ -131,13 +133,26 @@ def _graph_info(steps: list[str], retry: dict[str, int] | None = None) -> dict[s
 
 
 class RunWriter:
-    """Writes runs of one flow through a metadata provider and Metaflow's datastore."""
+    """Writes runs of one flow through a metadata provider and Metaflow's datastore.
 
-    def __init__(self, flow: str, ds_root: str, *, service_url: str | None = None, user: str = "bench") -> None:
+    clock: the patched SynthClock; attempts then last `Attempt.seconds` on it, and on the
+    service the run and its tasks send heartbeats (Metaflow's own heartbeat request) at each
+    attempt's start and end, as the runtime's and the task's heartbeat sidecars do.
+    tracebacks: a failed attempt's stderr holds the exception's traceback and "Task failed.",
+    as a real task's does (default: one "Task failed." line on stdout).
+    launch_s: with a clock, the time from the runtime's registering a task (or starting a retry) to
+    the task process's own first rows (`attempt`, ...): its start-up, about 1 s for a local process.
+    """
+
+    def __init__(self, flow: str, ds_root: str, *, service_url: str | None = None, user: str = "bench",
+                 clock: SynthClock | None = None, tracebacks: bool = False, launch_s: float = 0.0) -> None:
         from metaflow.datastore import FlowDataStore
         from metaflow.plugins.datastores.local_storage import LocalStorage
 
         self.flow = flow
+        self.clock = clock
+        self.tracebacks = tracebacks
+        self.launch_s = launch_s
         self.env = _Env(f"{flow.lower()}.py")
         self.ds_root = ds_root
         self.service_url = service_url
@@ -180,27 +195,47 @@ class RunWriter:
         return [f"{k}:{v}" for k, v in self.provider._get_system_info_as_dict().items()]
 
     # -- a run --------------------------------------------------------------------
-    def new_run(self, tags: list[str] | None = None, steps: list[str] | None = None, retry: dict[str, int] | None = None) -> str:
-        """A run and its `_parameters` task; `steps` and `retry` (step -> @retry times) shape its graph info."""
+    def new_run(self, tags: list[str] | None = None, steps: list[str] | None = None, retry: dict[str, int] | None = None,
+                params: dict[str, Any] | None = None) -> str:
+        """A run and its `_parameters` task; `steps` and `retry` (step -> @retry times) shape its graph info,
+        `params` are the run's parameter values (artifacts of `_parameters`, as the runtime persists them)."""
         from metaflow.metadata_provider import MetaDatum
 
-        self._graph = _graph_info(steps or ["start", "end"], retry)
+        self._graph = _graph_info(steps or ["start", "end"], retry, params)
         self.provider._task_id_seq = -1  # the local provider numbers tasks per run
         run = str(self.provider.new_run_id(tags=tags or [], sys_tags=self._sys_tags()))
-        self._params_task(run)
+        self._params_task(run, params or {})
         self.provider.register_metadata(run, "_parameters", self._last_params, [
             MetaDatum(field="start_step", value="start", type="start_step", tags=["attempt_id:0"]),
         ])
         return run
 
-    def _params_task(self, run: str) -> None:
+    def _params_task(self, run: str, params: dict[str, Any]) -> None:
         task = str(self.provider.new_task_id(run, "_parameters"))
         self._last_params = task
         ds = self.flow_ds.get_task_datastore(run, "_parameters", task, attempt=0, mode="w")
         ds.init_task()
-        ds.save_artifacts(iter([("name", self.flow), ("_task_ok", True), ("_success", True), ("_graph_info", self._graph),
-                                ("_transition", None), ("_configs_processed", True), ("_foreach_stack", [])]))
+        ds.save_artifacts(iter([*params.items(), ("name", self.flow), ("_task_ok", True), ("_success", True),
+                                ("_graph_info", self._graph), ("_transition", None), ("_configs_processed", True),
+                                ("_foreach_stack", [])]))
         ds.done()
+
+    def _beat(self, run: str, step: str | None = None, task: str | None = None) -> None:
+        """One heartbeat of the run (or of its task) through Metaflow's own heartbeat request."""
+        if not (self.service_url and self.clock):
+            return
+        from metaflow.metadata_provider.heartbeat import (
+            HeartBeatException,
+            MetadataHeartBeat,
+        )
+
+        beat = MetadataHeartBeat()
+        where = f"flows/{self.flow}/runs/{run}" + (f"/steps/{step}/tasks/{task}" if step else "")
+        beat.hb_url = f"{self.service_url.rstrip('/')}/{where}/heartbeat"
+        try:
+            beat._heartbeat()
+        except HeartBeatException:
+            pass  # the service refuses beats under 10 s apart; the sidecar simply beats again later
 
     def task(self, run: str, spec: TaskSpec) -> str:
         """One task with its attempts, as the runtime and the task process write it."""
@@ -212,6 +247,8 @@ class RunWriter:
         task = str(p.new_task_id(run, spec.step))
         for n, att in enumerate(spec.attempts):
             tags = [f"attempt_id:{n}"]
+            if self.clock is not None and self.launch_s:
+                self.clock.advance(self.launch_s)  # the runtime starts the task's process; it registers once it runs
             p.register_task_id(run, spec.step, task, n)  # the task process registers itself again
             rows = [
                 MetaDatum(field="attempt", value=str(n), type="attempt", tags=tags),
@@ -229,16 +266,26 @@ class RunWriter:
             ds.init_task()
             ds.save_metadata({"task_begin": {"code_package_metadata": "", "code_package_sha": None, "code_package_ds": None,
                                              "code_package_url": None, "retry_count": n}})
+            self._beat(run, spec.step, task)
+            if self.clock is not None and att.seconds:
+                self.clock.advance(att.seconds)
+                self._beat(run, spec.step, task)
+                self._beat(run)
             lines = [f"working on item {spec.foreach_index} attempt {n} line {i}" for i in range(att.stdout_lines)]
+            errors: list[str] = []
             exc = None
             if att.ok is False:
                 try:
                     raise ValueError(f"{att.message} item={spec.foreach_index}")
                 except ValueError as e:
                     exc = MetaflowExceptionWrapper(e)
-                lines.append("Task failed.")
+                    if self.tracebacks:
+                        errors = "".join(traceback.format_exception(e)).splitlines() + ["", "Task failed."]
+                if not self.tracebacks:
+                    lines.append("Task failed.")
             stdout = b"".join(decorate(MFLOG_SOURCE, ln) + b"\n" for ln in lines)
-            ds.save_logs(MFLOG_SOURCE, {"stdout": stdout, "stderr": b""})
+            stderr = b"".join(decorate(MFLOG_SOURCE, ln) + b"\n" for ln in errors)
+            ds.save_logs(MFLOG_SOURCE, {"stdout": stdout, "stderr": stderr})
             if att.ok is None:
                 continue  # killed: nothing else is written, not even the runtime's exit record
             arts = {

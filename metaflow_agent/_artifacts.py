@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from . import _config, _deadline
 from ._backend import Backend, get_backend
 from ._blobs import data_index, latest_attempt, load_blob, resolve_attempt
-from ._cost import call, skip_damaged
-from ._cursor import cursor_offset, cursor_position, make_cursor, open_cursor, query_key
-from ._errors import BadInput, NotAllowed, NotFound, TooLarge
+from ._cost import CostMeter, call, skip_damaged
+from ._cursor import cursor_kind, cursor_offset, cursor_position, make_cursor, open_cursor, query_key
+from ._datastore import Datastore
+from ._errors import AgentError, BackendError, BadCursor, BadInput, Damaged, NotAllowed, NotFound, ServiceUnavailable, TooLarge
 from ._inputs import DEFAULT_NAMESPACE, check_limit, iso, parse_time, resolve_namespace
 from ._models import (
     ArtifactHit,
@@ -24,9 +26,10 @@ from ._models import (
 )
 from ._outcomes import settle_run
 from ._pathspec import Pathspec
-from ._records import RunQuery, RunRecord
+from ._records import NameHitPage, RunQuery, RunRecord
 from ._regex import Glob, compile_glob
 from ._repr import bounded_repr
+from ._roots import is_root_problem
 from ._repr import summary as summarize
 from ._sandbox import load_in_sandbox, require_opt_in
 from ._unpickle import loads, refused_classes
@@ -60,8 +63,9 @@ def list_artifacts(
         if attempt is not None:
             attempt = check_limit("attempt", attempt, low=0, high=99)
         backend = get_backend()
-        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
-        infos = [a for a in artifact_infos(data_index(backend.store, ps, att)) if include_private or not a.name.startswith("_")]
+        store = backend.store_for(ps)
+        att = resolve_attempt(store, backend.meta, ps, attempt, with_data=True)
+        infos = [a for a in artifact_infos(data_index(store, ps, att)) if include_private or not a.name.startswith("_")]
         page = infos[start : start + limit]
         more = start + limit < len(infos)
         result = ArtifactList(
@@ -105,8 +109,9 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         if unsafe:
             require_opt_in()
         backend = get_backend()
-        att = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=True)
-        index = data_index(backend.store, ps, att)
+        store = backend.store_for(ps)
+        att = resolve_attempt(store, backend.meta, ps, attempt, with_data=True)
+        index = data_index(store, ps, att)
         sha = index.get("objects", {}).get(name)
         if sha is None:
             names = sorted(n for n in index.get("objects", {}) if not n.startswith("_"))
@@ -115,7 +120,7 @@ def artifact_preview(task: str, name: str, *, attempt: int | None = None, max_by
         size = info.get("size")
         if size is not None and size > cap:
             raise TooLarge(f"artifact {name!r} is {size} bytes, over max_bytes={cap}", hint=f"raise max_bytes above {size} to load it, or use list_artifacts for its type and size")
-        raw = load_blob(backend.store, ps.flow, sha, max_bytes=cap)
+        raw = load_blob(store, ps.flow, sha, max_bytes=cap)
         encoding = info.get("encoding", "pickle-v4")
         if not str(encoding).startswith("pickle"):
             raise BadInput(f"artifact {name!r} has encoding {encoding!r}, which this preview cannot decode", hint="load it with the Metaflow Client API")
@@ -166,8 +171,10 @@ def search_artifacts(
 ) -> ArtifactSearch:
     """Find artifacts by name glob, size and type across recent runs.
 
-    Reads each task's data.json only, nothing unpickled; scans the newest
-    `runs` runs (or those in since/until) within a task budget.
+    Scans the newest `runs` runs (or those in since/until): newest run first,
+    then steps, tasks, names; nothing unpickled. Sizes and types come from
+    data.json, within a task budget per page; with the query service, only
+    tasks with a matching name are read.
 
     Args:
         flow: Flow name.
@@ -197,10 +204,20 @@ def search_artifacts(
         limit = check_limit("limit", limit, low=1, high=_config.cap("search_hits"))
         budget = _config.default("search_tasks_budget")
         key = query_key(fl, name, min_size, max_size, type, runs, since, until, namespace, include_private)
-        resume = cursor_position(open_cursor(cursor, "search_artifacts", key), (-1, -1, -1, -1))
+        kind = cursor_kind(cursor, SEARCH_KINDS) if cursor is not None else None
+        state = open_cursor(cursor, kind, key) if kind is not None else None
         ns = resolve_namespace(namespace)
         query = RunQuery(since_ms=parse_time(since, "since"), until_ms=parse_time(until, "until"), tags_all=(ns,) if ns else ())
         backend = get_backend()
+        ask = _Ask(fl, name, glob, min_size, max_size, type, runs, query, ns, include_private, limit, budget, key)
+        if kind != "search_artifacts":  # a cursor of the plans below keeps its pages on them
+            served = _search_served(backend, ask, state, meter)
+            if served is not None:
+                return served
+            if kind is not None:
+                raise BadCursor("this cursor was issued through the query service, which does not answer now",
+                                hint="omit cursor to start the search over")
+        resume = cursor_position(state, (-1, -1, -1, -1))
         # Without filters on what run records hold, the newest runs come from the listing alone.
         chosen = backend.meta.newest_runs(fl, runs) if not ns and query.since_ms is None and query.until_ms is None else None
         if chosen is None:
@@ -210,15 +227,17 @@ def search_artifacts(
         searched: list[str] = []
         tasks_read = 0
         more, complete, last = False, True, resume
-        no_data: list[str] = []
-        for pos, task_ps, info in _walk(backend, fl, chosen, resume, searched):
+        lost: dict[tuple[int, ...], tuple[str, str]] = {}  # task position -> (why, root)
+        no_data: dict[tuple[str, str], int] = {}
+        for pos, task_ps, info in _walk(backend, fl, chosen, resume, searched, lost):
             if info is None:  # a task boundary: count it against the budget
                 if tasks_read >= budget:
                     complete = False
                     break
                 tasks_read += 1
                 if task_ps is None:
-                    no_data.append(str(pos))
+                    reason = lost.get(pos, ("no artifact data", "?"))
+                    no_data[reason] = no_data.get(reason, 0) + 1
                 continue
             if task_ps is None or (info.name.startswith("_") and not include_private) or not _match(info, glob, min_size, max_size, type):
                 continue
@@ -233,11 +252,13 @@ def search_artifacts(
             notes.append(f"runs in namespace {ns!r}; for all users pass namespace=None (CLI: --no-namespace)")
         if not complete:
             notes.append(f"task budget {budget} reached: narrow runs/since/until")
-        if no_data:
+        for (why, where), count in sorted(no_data.items()):
             complete = False
-            notes.append(f"{len(no_data)} task(s) have no artifact data in the datastore "
-                         f"at {backend.store.root}: still running, or stored under another datastore root")
-        notes += meter.damage_notes()
+            if why == "no artifact data":
+                notes.append(f"{count} task(s) have no artifact data at {where}: still running, or ended before saving any")
+            else:
+                notes.append(f"{count} task(s) could not be read at {where}")
+        notes += backend.root_notes() + meter.damage_notes()
         complete = complete and not meter.skipped_count
         result = ArtifactSearch(
             flow=fl,
@@ -253,12 +274,190 @@ def search_artifacts(
         return result.resumable(lambda kept: make_cursor("search_artifacts", key, pos=list(positions[kept - 1])))
 
 
-def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...],
-          searched: list[str]) -> Iterator[tuple[tuple[int, ...], str | None, IndexItem | None]]:
+SEARCH_KINDS = ("search_artifacts", "search_artifacts_qs")
+SERVED_PAGES = 20  # query-service requests per call
+SERVICE_PAGE_CAP = 1000  # the query service's most hits per request
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One search's checked arguments."""
+
+    flow: str
+    name: str
+    glob: Glob
+    min_size: int | None
+    max_size: int | None
+    type: str | None
+    runs: int
+    query: RunQuery
+    namespace: str | None
+    include_private: bool
+    limit: int
+    budget: int  # data.json reads
+    key: str
+
+    @property
+    def filtered(self) -> bool:
+        return self.min_size is not None or self.max_size is not None or self.type is not None
+
+
+def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, meter: CostMeter) -> ArtifactSearch | None:
+    """The search with names matched by the backend (the query service); None where it cannot.
+
+    The same hits, order, pages, runs_searched and scanned as the walk in `search_artifacts`:
+    the service walks the same runs, steps and tasks in the same order and says, per hit, how
+    many tasks of its page came before it. Only tasks with a name match have their data.json
+    read (sizes, types, sha), at most `budget` of them; without size or type filters, the first
+    match after a full page is taken on the database's word (its data.json is not read)."""
+    srv: str | None = state.get("srv") if state else None
+    skip: int = state["skip"] if state else 0
+    query = ask.query
+    if state is not None:  # the window as the first page resolved it ('24h' would move)
+        query = RunQuery(since_ms=state.get("since"), until_ms=state.get("until"), tags_all=query.tags_all)
+    # Without size/type filters every name match is a hit: ask for the page itself, so the service's
+    # next cursor is ours. With them, ask for as many as it gives: a wide task has ~20 names.
+    step = SERVICE_PAGE_CAP if ask.filtered else ask.limit
+
+    def fetch(cursor: str | None, want: int) -> NameHitPage | None:
+        return backend.meta.artifact_name_hits(ask.flow, ask.name, include_private=ask.include_private, runs=ask.runs,
+                                               query=query, limit=min(want, SERVICE_PAGE_CAP), cursor=cursor)
+
+    page = fetch(srv, skip + step)
+    if page is None:
+        return None
+    pages = {srv: page}
+    hits: list[ArtifactHit] = []
+    positions: list[tuple[str | None, int]] = []  # per hit: (its page's cursor, its index there)
+    infos: dict[tuple[str, str, str], dict[str, ArtifactInfo] | None] = {}
+    lost: dict[tuple[str, str], int] = {}  # tasks without data by (why, root)
+    runs_seen: list[str] = []
+    g_off = e_off = 0  # tasks (and empty ones) before the current page's first task, counted from the first page's
+    skip = min(skip, len(page.hits))
+    first = page.hits[skip - 1] if skip else None
+    start = (first.tasks_before, first.empty_before, first.run_id) if first else (0, 0, page.runs[0] if page.runs else "")
+    stop: tuple[int, int, str] = start
+    more, stopped_by, requests = False, "", 1
+    while True:
+        # A page's runs reach its stop (the next page's first hit); the next page starts back at
+        # its last hit's run: keep each run once, in walk order.
+        runs_seen += [r for r in page.runs if r not in runs_seen]
+        cut = False
+        for i in range(skip, len(page.hits)):
+            _deadline.check("search_artifacts")
+            h = page.hits[i]
+            at = (g_off + h.tasks_before, e_off + h.empty_before, h.run_id)
+            if len(hits) == ask.limit and not ask.filtered:  # a name match is a hit: its data.json is not needed
+                more, stop, cut = True, (at[0] + 1, at[1], at[2]), True
+                break
+            task = (h.run_id, h.step, h.task)
+            if task not in infos:
+                if len(infos) >= ask.budget:
+                    stopped_by, stop, cut = "budget", at, True
+                    break
+                infos[task] = _task_infos(backend, Pathspec(ask.flow, h.run_id, h.step, h.task), h.attempt, lost)
+            info = (infos[task] or {}).get(h.name)
+            if info is None or (info.name.startswith("_") and not ask.include_private) or not _match(info, ask.glob, ask.min_size, ask.max_size, ask.type):
+                continue
+            if len(hits) == ask.limit:
+                more, stop, cut = True, (at[0] + 1, at[1], at[2]), True
+                break
+            hits.append(ArtifactHit(task=f"{ask.flow}/{h.run_id}/{h.step}/{h.task}", name=info.name, size=info.size, type=info.type, sha=info.sha))
+            positions.append((srv, i))
+        if cut:
+            break
+        end = (g_off + page.tasks, e_off + page.empty, page.runs[-1] if page.runs else start[2])
+        if page.next_cursor is None:
+            stop = end
+            break
+        if len(hits) == ask.limit and not ask.filtered:  # the service's page ends where the next hit is
+            more, stop = True, end
+            break
+        last = page.hits[-1]
+        if requests >= SERVED_PAGES:
+            stopped_by, stop = "pages", (g_off + last.tasks_before + 1, e_off + last.empty_before, last.run_id)
+            break
+        g_off, e_off = g_off + last.tasks_before, e_off + last.empty_before
+        srv, skip = page.next_cursor, 0
+        nxt = fetch(srv, step)
+        requests += 1
+        if nxt is None:  # the service went away mid-answer
+            raise ServiceUnavailable("the query service stopped answering during the search", hint="retry; the search starts over")
+        page = pages[srv] = nxt
+
+    lo = runs_seen.index(start[2]) if start[2] in runs_seen else 0
+    hi = runs_seen.index(stop[2], lo) + 1 if stop[2] in runs_seen[lo:] else len(runs_seen)
+    searched = runs_seen[lo:hi]
+    scanned, empty = stop[0] - start[0], stop[1] - start[1]
+    missing = sum(1 for v in infos.values() if v is None)
+    reads = len(infos)
+    notes = [f"{page.source}: names matched in its database ({requests} request(s), {scanned} tasks in {len(searched)} runs); "
+             f"read data.json of the {reads} task(s) with a match; nothing unpickled"]
+    if ask.namespace:
+        notes.append(f"runs in namespace {ask.namespace!r}; for all users pass namespace=None (CLI: --no-namespace)")
+    if stopped_by == "budget":
+        notes.append(f"data.json budget of {ask.budget} tasks reached: narrow runs/since/until")
+    elif stopped_by == "pages":
+        notes.append(f"stopped after {SERVED_PAGES} query-service pages: narrow runs/since/until, or the name")
+    if empty:
+        notes.append(f"{empty} task(s) have no artifact data (no artifact rows in the metadata database): still running, or killed before saving")
+    for (why, where), count in sorted(lost.items()):
+        if why == "no data.json":
+            notes.append(f"{count} task(s) with artifact rows have no data.json at {where}")
+        else:
+            notes.append(f"{count} task(s) could not be read at {where}")
+    notes += backend.root_notes() + meter.damage_notes()
+
+    def cursor_after(kept: int) -> str:
+        page_cursor, i = positions[kept - 1]
+        held = pages[page_cursor]
+        if i + 1 == len(held.hits) and held.next_cursor:  # the service's own next page starts right there
+            page_cursor, i = held.next_cursor, -1
+        return make_cursor("search_artifacts_qs", ask.key, srv=page_cursor, skip=i + 1, since=query.since_ms, until=query.until_ms)
+
+    result = ArtifactSearch(
+        flow=ask.flow,
+        hits=hits,
+        runs_searched=searched,
+        truncated=more,
+        next_cursor=cursor_after(len(hits)) if more else None,
+        complete=not (stopped_by or empty or missing or meter.skipped_count),
+        scanned=scanned,
+        notes=notes,
+        cost=Cost.of(meter),
+    )
+    return result.resumable(cursor_after)
+
+
+def _task_infos(backend: Backend, task: Pathspec, attempt: int, lost: dict[tuple[str, str], int]) -> dict[str, ArtifactInfo] | None:
+    """The artifacts of one attempt by name, from its data.json at the task's recorded root;
+    None when it has none there or that root cannot be read (counted in `lost` by why and root)."""
+    store = backend.store_for(task)
+    why = "damaged"  # until read: a damaged data.json is skipped and named in the answer
+    with skip_damaged(str(task)):
+        try:
+            return {a.name: a for a in artifact_infos(data_index(store, task, attempt))}
+        except NotFound:
+            why = "no data.json"
+        except Damaged:
+            raise  # skipped and named by skip_damaged
+        except BackendError as exc:  # its root cannot be opened or read: skip only this task
+            if not is_root_problem(exc):
+                raise  # the metadata service failed: the whole answer does
+            why = "unreadable"
+    if why != "damaged":
+        key = (why, _root_or_unknown(store))
+        lost[key] = lost.get(key, 0) + 1
+    return None
+
+
+def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int, ...], searched: list[str],
+          lost: dict[tuple[int, ...], tuple[str, str]]) -> Iterator[tuple[tuple[int, ...], str | None, IndexItem | None]]:
     """Yield (position, task pathspec, artifact) in a stable order, after `resume`.
 
-    A (position, pathspec, None) item marks each task whose data.json is read (pathspec None:
-    the task saved no data). A damaged run or task is skipped and named in the answer."""
+    A (position, pathspec, None) item marks each task whose data.json is read; (position,
+    None, None) one with nothing to read, why in `lost` (a root that fails skips only its tasks).
+    A damaged run or task is skipped and named in the answer."""
     for ri, rec in enumerate(runs):
         if ri < resume[0]:
             continue
@@ -278,22 +477,41 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
                     continue
                 _deadline.check("search_artifacts")
                 tps = sps.child(task)
+                store = backend.store_for(tps)
                 items: list[IndexItem] = []
                 state = "damaged"  # until read: a damaged task is skipped and named in the answer
                 with skip_damaged(str(tps)):
-                    att = latest_attempt(backend.store, tps, with_data=True)
-                    if att is not None:
-                        items = index_items(data_index(backend.store, tps, att))
-                    state = "read" if att is not None else "no data"
+                    try:
+                        att = latest_attempt(store, tps, with_data=True)
+                        if att is not None:
+                            items = index_items(data_index(store, tps, att))
+                        state = "read" if att is not None else "no data"
+                    except NotFound:
+                        state = "no data"
+                    except Damaged:
+                        raise  # skipped and named by skip_damaged
+                    except BackendError as exc:  # its root cannot be opened or read: the note says why
+                        if not is_root_problem(exc):
+                            raise  # the metadata service failed: the whole answer does
+                        state = "unreadable"
                 if state == "damaged":
                     continue
+                if state != "read":
+                    lost[(ri, si, ti, -1)] = ("unreadable" if state == "unreadable" else "no artifact data", _root_or_unknown(store))
                 yield (ri, si, ti, -1), (str(tps) if state == "read" else None), None
                 for ai, item in enumerate(items):
                     if (ri, si, ti, ai) > resume:
                         yield (ri, si, ti, ai), str(tps), item
 
 
-def _match(a: IndexItem, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
+def _root_or_unknown(store: Datastore) -> str:
+    try:
+        return store.root
+    except AgentError:
+        return "an unknown root"
+
+
+def _match(a: IndexItem | ArtifactInfo, glob: Glob, min_size: int | None, max_size: int | None, type_: str | None) -> bool:
     if not glob.match(a.name):
         return False
     if min_size is not None and (a.size is None or a.size < min_size):
@@ -311,7 +529,7 @@ def _find_artifact(backend: Backend, run: Pathspec, name: str, step: str | None)
     for s in steps:
         sps = run.child(s)
         for task in sorted(backend.meta.list_tasks(sps), key=lambda t: (len(t), t), reverse=True):
-            arts = task_artifacts(backend.store, sps.child(task))
+            arts = task_artifacts(backend.store_for(sps.child(task)), sps.child(task))
             if arts is None:
                 continue
             if name in arts:
@@ -364,13 +582,13 @@ def artifact_values(
         for rec in scan.runs:
             with skip_damaged(str(rec.pathspec)):  # a run whose artifacts cannot be read is skipped and named
                 task, info = _find_artifact(backend, rec.pathspec, name, step)
-                value, note = plain_value(backend.store, fl, info) if info is not None else (None, "no task of this run saved it")
+                value, note = plain_value(backend.store_for(task), fl, info) if task is not None and info is not None else (None, "no task of this run saved it")
                 rows.append(ArtifactValue(run=str(rec.pathspec), created_at=iso(rec.ts_ms) or "", status=rec.status,
                                           task=str(task) if task else None, value=value, type=info.type if info else None,
                                           size=info.size if info else None, note=note))
         if order == "oldest":
             rows.reverse()
-        notes = list(scan.notes[1:])
+        notes = list(scan.notes[1:]) + backend.root_notes()
         if ns:
             notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
         notes += meter.damage_notes()

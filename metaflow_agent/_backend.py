@@ -1,25 +1,32 @@
 """Which backend answers: the one the user's Metaflow configuration names (chosen here only).
 
 A `Backend` pairs a metadata backend (local files, or the extended provider's service
-engine) with the datastore; read at call time and cached per configuration.
+engine) with the datastore; read at call time and cached per configuration. On a service,
+each task's files are read where the task recorded them (`store_for`, see `_roots`).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal
 
 from . import _config
-from ._cost import one_time
+from ._cost import current_meter, one_time
 from ._datastore import Datastore, LocalDatastore, open_datastore
 from ._errors import BackendError, NotFound
+from ._pathspec import Pathspec
+from ._roots import DataRoot, TaskStore, forget_roots, mapped, note_problem, open_root, root_notes, root_of
 from .backends.base import MetadataBackend
 
 if TYPE_CHECKING:
     from metaflow_extensions.agent.plugins.agent_metadata.provider import (
         AgentMetadataProvider,
     )
+
+
+AGREEMENTS_KEPT = 4096  # runs whose tasks' agreement on a root is remembered per backend
 
 
 class Backend:
@@ -29,6 +36,10 @@ class Backend:
         self.meta = meta
         self._store = store
         self._store_kind = store_kind
+        # Per run: whether a task missing from the run's root recorded that same root (True:
+        # the run's tasks agree, later misses are absences) or another (False: look each time).
+        self._agrees: OrderedDict[tuple[str, str, DataRoot], bool] = OrderedDict()
+        self._agrees_lock = threading.Lock()
 
     @property
     def kind(self) -> Literal["local", "service"]:
@@ -40,6 +51,85 @@ class Backend:
         if self._store is None:
             self._store = open_datastore(self._store_kind)
         return self._store
+
+    def store_for(self, task: Pathspec) -> Datastore:
+        """The datastore holding a task's files. Local: the configured one (the metadata lives
+        in it). Service: where the task's run recorded its data, else where the task did (one
+        view per task per call, so every read of the task follows the same root)."""
+        if not self.meta.records_roots:
+            return self.store
+        memo = current_meter().memo
+        key = ("task-store", str(task))
+        view = memo.get(key)
+        if view is None:
+            view = memo[key] = TaskStore(task, lambda: self._run_store(task.run_ps), lambda: self._own_store(task),
+                                         lambda current: self._missed(task, current))
+        return view
+
+    def root_notes(self) -> list[str]:
+        """This call's notes on recorded datastore roots that could not be opened or read."""
+        return root_notes()
+
+    def _configured(self) -> Datastore | None:
+        try:
+            return self.store
+        except BackendError:
+            return None
+
+    def _open(self, root: DataRoot) -> Datastore:
+        """A store for a recorded root (or where the root map puts it): the configured one when
+        it is the same root."""
+        root = mapped(root)
+        configured = self._configured()
+        if configured is not None and root_of(configured) == root:
+            return configured
+        try:
+            return open_root(root)
+        except BackendError as exc:
+            note_problem(root.root, exc.message)
+            raise
+
+    def _run_store(self, run: Pathspec) -> Datastore | None:
+        """The store of the run's recorded root; the configured one when it recorded none."""
+        memo = current_meter().memo
+        key = ("run-root", run.flow, str(run.run))
+        if key not in memo:
+            memo[key] = self.meta.run_root(run)
+        root: DataRoot | None = memo[key]
+        return self._configured() if root is None else self._open(root)
+
+    def _own_store(self, task: Pathspec) -> Datastore | None:
+        """The store of the root the task itself recorded; None when it recorded none."""
+        root = self.meta.task_root(task)
+        return None if root is None else self._open(root)
+
+    def _missed(self, task: Pathspec, current: Datastore) -> Datastore | None:
+        """A task's folder is missing from its run's root: the store of the root the task itself
+        recorded when that is another one. Asked for a run's first such task (remembered per
+        process), then for every one only if that run's tasks were seen to disagree."""
+        memo = current_meter().memo
+        run_key = ("run-root", task.flow, str(task.run))
+        run_root: DataRoot | None = memo.get(run_key)
+        if run_root is None:  # the run recorded no root: this task's, where its other tasks start in this call
+            root = self.meta.task_root(task)
+            if root is not None:
+                memo[run_key] = root
+            return None if root is None or mapped(root) == root_of(current) else self._open(root)
+        key = (task.flow, str(task.run), run_root)
+        with self._agrees_lock:
+            agrees = self._agrees.get(key)
+        if agrees:
+            return None
+        root = self.meta.task_root(task)
+        if root is None:  # it recorded none (never started): nothing learned about the run
+            return None
+        same = root == run_root
+        if agrees is None:
+            with self._agrees_lock:
+                self._agrees[key] = same
+                while len(self._agrees) > AGREEMENTS_KEPT:
+                    self._agrees.popitem(last=False)
+        return None if root == root_of(current) else self._open(root)
 
     def capabilities(self) -> dict[str, object]:
         facts = dict(self.meta.capabilities())
@@ -100,5 +190,6 @@ def reset_backends() -> None:
     """Forget cached backends and service capabilities (tests, configuration changes)."""
     with _lock:
         _cache.clear()
+    forget_roots()
     if _PROVIDER in sys.modules:  # service capabilities are cached only once the provider is loaded
         _provider().forget()

@@ -67,7 +67,7 @@ def resolve_attempt(store: Datastore, meta: MetadataBackend, task: Pathspec, att
     meta.check_task(task)
     if not with_data:
         return 0
-    raise NotFound(f"task {task} has no saved artifacts", hint="it may still be running or have crashed; see failed_tasks")
+    raise NotFound(f"task {task} has no saved artifacts at {store.root}", hint="it may still be running or have crashed; see failed_tasks")
 
 
 def data_index(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def data_index(store: Datastore, task: Pathspec, attempt: int) -> dict[str, Any]
         index = store.read_json(rel)
     except NotFound:
         raise NotFound(
-            f"task {task} attempt {attempt} has no artifacts (no data.json)",
+            f"task {task} attempt {attempt} has no artifacts (no data.json at {store.root})",
             hint="the attempt may still be running or may have crashed before saving; try another attempt",
         ) from None
     if not isinstance(index, dict) or not isinstance(index.get("objects", {}), dict) or not isinstance(index.get("info", {}), dict):

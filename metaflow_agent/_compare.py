@@ -7,20 +7,22 @@ from typing import Literal
 from . import _config
 from ._backend import Backend, get_backend
 from ._cost import call
+from ._datastore import Datastore
 from ._models import ArtifactDiff, ArtifactInfo, Cost, RunComparison
 from ._outcomes import run_status
 from ._pathspec import Pathspec
 from ._values import plain_value, task_artifacts
 
 
-def _task_artifacts(backend: Backend, step: Pathspec) -> dict[str, ArtifactInfo]:
-    """The artifacts of the step's latest task that saved any."""
+def _task_artifacts(backend: Backend, step: Pathspec) -> tuple[dict[str, ArtifactInfo], Datastore | None]:
+    """The artifacts of the step's latest task that saved any, and that task's store."""
     tasks = sorted(backend.meta.list_tasks(step), key=lambda t: (len(t), t))
     for task in reversed(tasks):
-        arts = task_artifacts(backend.store, step.child(task))
+        store = backend.store_for(step.child(task))
+        arts = task_artifacts(store, step.child(task))
         if arts is not None:
-            return arts
-    return {}
+            return arts, store
+    return {}, None
 
 
 def _last_step(backend: Backend, run: Pathspec) -> str | None:
@@ -45,16 +47,16 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
         backend = get_backend()
         recs = [backend.meta.get_run(p) for p in (a, b)]
         statuses = [run_status(backend, r) for r in recs]
-        params = [_task_artifacts(backend, p.child("_parameters")) for p in (a, b)]
+        params, param_stores = zip(*(_task_artifacts(backend, p.child("_parameters")) for p in (a, b)))
         steps = [_last_step(backend, p) for p in (a, b)]
-        arts = [_task_artifacts(backend, p.child(s)) if s else {} for p, s in zip((a, b), steps)]
+        arts, art_stores = zip(*(_task_artifacts(backend, p.child(s)) if s else ({}, None) for p, s in zip((a, b), steps)))
         cap = _config.default("compare_diffs")
         param_diffs = _diff(params[0], params[1], None, include_private)
         art_diffs = _diff(arts[0], arts[1], steps[1] or steps[0], include_private)
-        for diffs, (xa, xb) in ((param_diffs, params), (art_diffs, arts)):
+        for diffs, (xa, xb), (sa, sb) in ((param_diffs, params, param_stores), (art_diffs, arts, art_stores)):
             for d in diffs[:cap]:
-                d.value_a = plain_value(backend.store, a.flow, xa.get(d.name))[0]
-                d.value_b = plain_value(backend.store, b.flow, xb.get(d.name))[0]
+                d.value_a = plain_value(sa, a.flow, xa.get(d.name))[0] if sa is not None else None
+                d.value_b = plain_value(sb, b.flow, xb.get(d.name))[0] if sb is not None else None
         shared = set(arts[0]) & set(arts[1])
         equal = sum(1 for n in shared if arts[0][n].sha == arts[1][n].sha and (include_private or not n.startswith("_")))
         return RunComparison(
@@ -66,7 +68,7 @@ def compare_runs(run_a: str, run_b: str, *, include_private: bool = False) -> Ru
             artifacts=art_diffs[:cap],
             equal=equal,
             truncated=len(param_diffs) > cap or len(art_diffs) > cap,
-            notes=meter.damage_notes(),
+            notes=meter.damage_notes() + backend.root_notes(),
             cost=Cost.of(meter),
         )
 

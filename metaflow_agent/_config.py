@@ -136,6 +136,24 @@ def query_service_token() -> str | None:
     return os.environ.get("METAFLOW_AGENT_QUERY_SERVICE_TOKEN") or None
 
 
+def root_map() -> dict[str, str]:
+    """METAFLOW_AGENT_DATASTORE_ROOT_MAP: recorded datastore roots read elsewhere, as a JSON object
+    {"<recorded root>": "<root to read>"} (a root copied or mounted at another place)."""
+    text = os.environ.get("METAFLOW_AGENT_DATASTORE_ROOT_MAP", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()):
+        from ._errors import BadInput
+
+        raise BadInput("METAFLOW_AGENT_DATASTORE_ROOT_MAP is not a JSON object of root strings",
+                       hint='set it like {"/recorded/.metaflow": "/copy/.metaflow", "s3://old/x": "s3://new/x"}, or unset it')
+    return value
+
+
 def s3_root() -> str | None:
     return metaflow_setting("DATASTORE_SYSROOT_S3")
 

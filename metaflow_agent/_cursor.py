@@ -10,8 +10,9 @@ make one. A cursor that fails the tag, names another kind or query, or whose
 fields do not match the kind's schema (types, ranges, lengths) is BadCursor:
 no OverflowError or TypeError reaches the caller.
 
-Offset cursors carry ``i``; search cursors a position ``pos``; list_runs the
-last (ts, id) seen and the window resolved on the first page.
+Offset cursors carry ``i``; search cursors a position ``pos`` (or, through the
+query service, its cursor ``srv`` and the hits to ``skip``); list_runs the last
+(ts, id) seen and the window resolved on the first page.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "list_tasks": {"i": Int(0, MAX_OFFSET)},
     "list_flows": {"i": Int(0, MAX_OFFSET)},
     "search_artifacts": {"pos": Ints(4, -1, MAX_OFFSET)},
+    # The same search through the query service: its cursor (none: from the start), how many of
+    # that page's name hits to pass over, and the window's times as the first page resolved them.
+    "search_artifacts_qs": {
+        "srv": Str(4096, r"[A-Za-z0-9_\-]+", optional=True),
+        "skip": Int(0, MAX_OFFSET),
+        "since": Int(-_EPOCH_MS, _EPOCH_MS, optional=True),
+        "until": Int(-_EPOCH_MS, _EPOCH_MS, optional=True),
+    },
     "list_runs": {
         "ts": Int(-_EPOCH_MS, _EPOCH_MS),
         "id": Str(256, r"[A-Za-z0-9_\-.:]+"),
@@ -250,6 +259,18 @@ def reissue_cursor(cursor: str, kind: str, **changes: Any) -> str:
     state = _payload(cursor, kind)
     q = state.pop("q")
     return make_cursor(kind, q, **{**state, **changes})
+
+
+def cursor_kind(cursor: Any, kinds: tuple[str, ...]) -> str:
+    """Which of `kinds` issued a verified cursor; BadCursor (as for the first kind) when none did."""
+    for kind in kinds:
+        try:
+            _payload(cursor, kind)
+        except BadCursor:
+            continue
+        return kind
+    _payload(cursor, kinds[0])  # raises the first kind's error
+    raise _bad(kinds[0], "was not issued here")
 
 
 def peek_cursor(cursor: str, kind: str) -> dict[str, Any]:

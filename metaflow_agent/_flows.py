@@ -33,9 +33,11 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
         query = RunQuery(tags_all=(ns,) if ns else ())
         decided = backend.meta.decided_flows(query)
         latest: dict[str, RunRecord | None] = {}
+        step_counts: dict[str, int] = {}
         if decided is not None:  # the query service: every flow with its latest run, states decided
-            names = sorted(name for name, _ in decided)
-            latest = dict(decided)
+            names = sorted(d.flow for d in decided)
+            latest = {d.flow: d.latest for d in decided}
+            step_counts = {d.flow: d.steps for d in decided if d.steps is not None}
         else:
             names = backend.meta.list_flows()
             for name in names[:budget]:
@@ -60,7 +62,7 @@ def list_flows(*, namespace: str | None = DEFAULT_NAMESPACE, limit: int = 50, cu
             with shown_without(str(rec.pathspec)):
                 if rec.status is None:
                     settle_run(backend, rec)
-                steps = len(backend.meta.list_steps(rec.pathspec))
+                steps = step_counts[name] if name in step_counts else len(backend.meta.list_steps(rec.pathspec))
             rows.append(FlowInfo(flow=name, latest_run=str(rec.pathspec), status=rec.status, created_at=iso(rec.ts_ms), steps=steps))
         more = start + limit < len(ordered)
         notes = [f"backend: {backend.kind}; {len(names)} flows"]

@@ -148,11 +148,12 @@ def task_logs(
             budget = check_limit("max_bytes", max_bytes if max_bytes is not None else _config.default("log_max_bytes"), low=1024, high=_config.cap("log_max_bytes"))
         line_chars = _config.default("line_chars")
         backend = get_backend()
-        attempt = resolve_attempt(backend.store, backend.meta, ps, attempt, with_data=False)
-        files = _log_files(backend.store, ps, stream, attempt)
+        store = backend.store_for(ps)
+        attempt = resolve_attempt(store, backend.meta, ps, attempt, with_data=False)
+        files = _log_files(store, ps, stream, attempt)
         if not files:
             backend.meta.check_task(ps)
-            raise NotFound(f"no {stream} log for {ps} attempt {attempt}", hint="try the other stream, or another attempt")
+            raise NotFound(f"no {stream} log for {ps} attempt {attempt} at {store.root}", hint="try the other stream, or another attempt")
         total = sum(size for _, size, _ in files)
         notes: list[str] = []
         truncated = False
@@ -160,14 +161,14 @@ def task_logs(
         line_count: int | None = None
         both = stream == "both"
         if mode == "grep":
-            lines, read, truncated, note = _grep(backend.store, files, pattern, context, max_matches, budget, line_chars, both)
+            lines, read, truncated, note = _grep(store, files, pattern, context, max_matches, budget, line_chars, both)
             notes += note
         else:
             per_file = max(1024, budget // len(files))
             merged: list[_Line] = []
             read, counts = 0, []
             for rel, size, label in files:
-                got = (_tail_lines if mode == "tail" else _head_lines)(backend.store, rel, size, n, per_file)
+                got = (_tail_lines if mode == "tail" else _head_lines)(store, rel, size, n, per_file)
                 read += got.nread
                 truncated = truncated or got.short
                 counts.append(got.count)

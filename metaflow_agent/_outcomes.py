@@ -25,7 +25,7 @@ from ._cost import current_meter, skip_damaged
 from ._errors import BackendError, Damaged
 from ._models import FailureBrief
 from ._pathspec import Pathspec
-from ._records import FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
+from ._records import DecidedTask, FailureLook, RunRecord, StepOutcomes, TaskDetail, task_order
 from ._states import FINISHED, Fact, RunState, TaskState, run_state, task_state
 from ._text import clip
 
@@ -137,7 +137,7 @@ def _task_kind(backend: Backend, task: Pathspec, has_failed: bool, run_alive: Fa
     """One unsettled task's kind: its latest attempt from its datastore folder (an attempt that
     saved data.json raised; one that did not is running or died), else from its metadata."""
     try:
-        files = attempt_files(backend.store, task)
+        files = attempt_files(backend.store_for(task), task)
     except Damaged:
         raise
     except BackendError:  # no datastore: the metadata alone decides
@@ -170,14 +170,14 @@ def _graph_of(backend: Backend, task: Pathspec, a: Assessment) -> dict[str, Any]
     candidates = [task] + ([ok] if ok is not None else [])
     try:
         for candidate in candidates:
-            attempt = latest_attempt(backend.store, candidate, with_data=True)
+            attempt = latest_attempt(backend.store_for(candidate), candidate, with_data=True)
             if attempt is not None:
-                return graph_info(backend.store, candidate, attempt)
+                return graph_info(backend.store_for(candidate), candidate, attempt)
         params = task.run_ps.child("_parameters")
         for tid in backend.meta.list_tasks(params):
-            attempt = latest_attempt(backend.store, params.child(tid), with_data=True)
+            attempt = latest_attempt(backend.store_for(params.child(tid)), params.child(tid), with_data=True)
             if attempt is not None:
-                return graph_info(backend.store, params.child(tid), attempt)
+                return graph_info(backend.store_for(params.child(tid)), params.child(tid), attempt)
     except BackendError:
         return None
     return None
@@ -278,7 +278,7 @@ def run_status(backend: Backend, run: RunRecord) -> RunState:
 def exception_of(backend: Backend, task: Pathspec, attempts: list[int]) -> dict[str, Any]:
     """The `_exception` of the latest of `attempts` that recorded one ({} when none)."""
     for attempt in sorted(attempts, reverse=True):
-        exc = task_exception(backend.store, task, attempt)
+        exc = task_exception(backend.store_for(task), task, attempt)
         if exc:
             return exc
     return {}
@@ -293,13 +293,15 @@ def failed_attempts(a: Assessment, task: Pathspec) -> list[int]:
     return [n for n, names in files.items() if "data.json" in names]
 
 
-def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str]) -> FailureBrief | None:
-    """The first failed (else crashed) task in step order, from a backend that decides states."""
-    decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
-    if decided is None or not decided.tasks:
-        return None
-    rank = {s: i for i, s in enumerate(steps)}
-    first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
+def first_decided_failure(backend: Backend, run: Pathspec, steps: list[str], first: DecidedTask | None = None) -> FailureBrief | None:
+    """The first failed (else crashed) task in step order, from a backend that decides states
+    (`first` when the backend named it already), with its exception."""
+    if first is None:
+        decided = backend.meta.decided_tasks(run, ["failed", "crashed"])
+        if decided is None or not decided.tasks:
+            return None
+        rank = {s: i for i, s in enumerate(steps)}
+        first = min(decided.tasks, key=lambda t: (t.state != "failed", rank.get(t.step, len(rank)), task_order(t.task)))
     tps = run.child(first.step).child(first.task)
     exc = exception_of(backend, tps, [x.attempt for x in first.attempts if x.ok is False])
     if first.state == "crashed" and not exc:

@@ -300,9 +300,19 @@ class DecidedStep:
 
 
 @dataclass
+class DecidedFlow:
+    """A flow, its latest run (state and finish set) and that run's step count when known."""
+
+    flow: str
+    latest: RunRecord | None
+    steps: int | None = None
+
+
+@dataclass
 class DecidedSummary:
     run: RunRecord  # with status and finished_ms
     steps: list[DecidedStep]
+    first_failure: DecidedTask | None = None  # failed before crashed, in step order
 
 
 @dataclass
@@ -315,3 +325,33 @@ class DecidedStats:
     durations_s: dict[str, float]  # n, min, median, p90, max of completed runs
     complete: bool
     steps: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class NameHit:
+    """One artifact whose name matched, in walk order (run newest first, step, task, name).
+
+    `tasks_before` / `empty_before`: tasks of the page's range before this hit's task, and
+    how many of them have no artifact rows (the range starts at the cursor's task, inclusive)."""
+
+    run_id: str
+    step: str
+    task: str
+    attempt: int
+    name: str
+    sha: str | None
+    tasks_before: int
+    empty_before: int
+
+
+@dataclass
+class NameHitPage:
+    """A page of name hits, and what it covered: from the cursor's task (or the window's first)
+    through the task of the first hit after it (or the window's end)."""
+
+    hits: list[NameHit]
+    runs: list[str]  # runs covered, in walk order
+    tasks: int  # tasks covered
+    empty: int  # covered tasks with no artifact rows (running, or killed before saving)
+    next_cursor: str | None
+    source: str  # where the page came from, for notes

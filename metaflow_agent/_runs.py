@@ -198,9 +198,14 @@ def run_summary(run: str) -> RunSummary:
             totals=_totals(steps),
             steps=steps,
             first_failure=brief,
-            notes=notes,
+            notes=notes + backend.root_notes(),
             cost=Cost.of(meter),
         )
+
+
+def _any_failed(d: DecidedSummary) -> bool:
+    """A summary whose counts show failures but that did not name the first (an older query service)."""
+    return any(s.counts.get("failed") or s.counts.get("crashed") for s in d.steps)
 
 
 def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: CostMeter) -> RunSummary:
@@ -224,8 +229,9 @@ def _decided_summary(backend: Backend, ps: Pathspec, d: DecidedSummary, meter: C
     return RunSummary(
         pathspec=str(ps), status=rec.status or "unknown", created_at=iso(rec.ts_ms) or "", finished_at=iso(rec.finished_ms),
         duration_s=_duration(rec.ts_ms, rec.finished_ms), user=rec.user, tags=sorted(rec.tags), totals=_totals(steps), steps=steps,
-        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps]),
-        notes=[f"backend: {backend.kind}, answered by the query service"], cost=Cost.of(meter),
+        first_failure=first_decided_failure(backend, ps, [s.step for s in d.steps], d.first_failure)
+        if d.first_failure is not None or _any_failed(d) else None,
+        notes=[f"backend: {backend.kind}, answered by the query service"] + backend.root_notes(), cost=Cost.of(meter),
     )
 
 
@@ -240,7 +246,11 @@ def _percentile(values: list[float], q: float) -> float:
 def _decided_stats(d: DecidedStats) -> RunStats:
     return RunStats(flow=d.flow, examined=d.examined, complete=d.complete, counts={s: d.counts.get(s, 0) for s in RUN_STATES},
                     success_rate=d.success_rate, finished_success_rate=d.finished_success_rate, duration_s=d.durations_s,
-                    steps=d.steps, notes=["answered by the query service"])
+                    steps={step: {k: int(v) if k in _COUNTED else v for k, v in row.items()} for step, row in d.steps.items()},
+                    notes=["answered by the query service"])
+
+
+_COUNTED = ("runs", "failed")  # per-step figures that are counts: integers on every path
 
 
 def _flow_stats(backend: Backend, flow: str, query: RunQuery, last: int | None, budget: int, per_step: bool,

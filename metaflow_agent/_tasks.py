@@ -102,7 +102,7 @@ def failed_tasks(
             next_cursor=make_cursor("failed_tasks", key, i=start + limit) if more else None,
             complete=complete and not meter.skipped_count,
             scanned=scanned,
-            notes=[f"backend: {backend.kind}; run {state}"] + notes + meter.damage_notes(),
+            notes=[f"backend: {backend.kind}; run {state}"] + notes + meter.damage_notes() + backend.root_notes(),
             cost=Cost.of(meter),
         )
         return result.resumable(lambda kept: make_cursor("failed_tasks", key, i=shown[kept - 1] + 1))
@@ -120,10 +120,10 @@ def _decided_kind(t: DecidedTask) -> ProblemKind | None:
 def _foreach_of(backend: Backend, task: Pathspec, detail: TaskDetail) -> str | None:
     """The task's foreach position, from the latest attempt that saved its data."""
     try:
-        saved = latest_attempt(backend.store, task, with_data=True)
+        saved = latest_attempt(backend.store_for(task), task, with_data=True)
     except AgentError:
         return None
-    return foreach_position(backend.store, task, saved) if saved is not None else None
+    return foreach_position(backend.store_for(task), task, saved) if saved is not None else None
 
 
 def _detail(backend: Backend, a: Assessment | None, task: Pathspec) -> TaskDetail:
@@ -135,20 +135,20 @@ def _detail(backend: Backend, a: Assessment | None, task: Pathspec) -> TaskDetai
     if a is None or backend.kind == "local" or (task.step, task.task) not in a.listings:
         return backend.meta.task_detail(task)
     files = a.listings[(task.step, task.task)]
-    times = attempt_times(backend.store, task)
+    times = attempt_times(backend.store_for(task), task)
     attempts = []
     for n in sorted(files):
         started, ended = times.get(n, (None, None))
         attempts.append(AttemptInfo(n, False if "data.json" in files[n] else None, started, ended if "data.json" in files[n] else None))
     saved = [n for n in sorted(files) if "data.json" in files[n]]
-    return TaskDetail(attempts, foreach_index=foreach_position(backend.store, task, saved[-1]) if saved else None)
+    return TaskDetail(attempts, foreach_index=foreach_position(backend.store_for(task), task, saved[-1]) if saved else None)
 
 
 def _describe(backend: Backend, task: Pathspec, kind: ProblemKind, detail: TaskDetail, level: Detail = "full") -> FailedTask:
     attempts = detail.attempts
     latest = attempts[-1].attempt if attempts else 0
     bad = [x.attempt for x in attempts if x.ok is False or (x.ok is None and (kind == "crashed" or x.attempt != latest))]
-    return_code = attempt_ended(backend.store, task, latest)[1] if kind == "crashed" else None
+    return_code = attempt_ended(backend.store_for(task), task, latest)[1] if kind == "crashed" else None
     exc = exception_of(backend, task, [x.attempt for x in attempts if x.ok is False])
     trace = exc.get("stacktrace") if level == "full" else None
     if trace:
@@ -234,7 +234,7 @@ def list_tasks(run: str, *, step: str | None = None, state: TaskState | None = N
         chosen = [r for r in rows if state is None or r.state == state]
         page = chosen[start : start + limit]
         more = start + limit < len(chosen)
-        notes = [f"backend: {backend.kind}; run {run_state}"] + notes
+        notes = [f"backend: {backend.kind}; run {run_state}"] + notes + backend.root_notes()
         result = TaskList(run=str(ps), tasks=page, counts=counts, truncated=more,
                           next_cursor=make_cursor("list_tasks", key, i=start + limit) if more else None,
                           complete=complete and not meter.skipped_count, scanned=len(rows), notes=notes + meter.damage_notes(),

@@ -26,8 +26,12 @@ Routes (GET, JSON, under `/agent/v1`; lists take `_limit` and `_cursor` and answ
                                               {as_of_s, window, max_runs_per_flow, runs_examined,
                                                flows: [Stats + flow_id, truncated], total: Stats,
                                                steps?: [{flow_id, step, runs, runs_with_failed_task, tasks, duration_ms}]}
-    /flows/{flow}/artifacts                   ?name=<glob: * ?> | name_prefix= &attempts=latest|all &since &until
-                                              &runs_per_page   {flow_id, data: [Artifact], page, pattern}
+    /flows/{flow}/artifacts                   ?name=<glob: * ? [abc] [!abc]> | name_prefix= &include_private=false
+                                              &attempts=latest|all &runs=N (newest N runs: the window, default 50)
+                                              &since &until &tags_any &tags_all &user
+                                              {flow_id, data: [Artifact], page, runs_searched: [run_number],
+                                               tasks_without_artifacts, window, pattern}
+                                              walk order: run newest first, step (created), task id, attempt, name
 
     Run      {flow_id, run_number, run_id, pathspec, state, created_ms, finished_ms, duration_ms, user,
               tags, system_tags, heartbeat_s}
@@ -37,12 +41,18 @@ Routes (GET, JSON, under `/agent/v1`; lists take `_limit` and `_cursor` and answ
               success_rate_finished, duration_ms{min, p50, p90, max, of} (completed runs), first_created_ms,
               last_created_ms}
     Artifact {pathspec, name, run_number, step, task_id, attempt, sha, type, content_type, location,
-              ds_type, created_ms}
+              ds_type, created_ms, tasks_before, empty_tasks_before}
     page     {limit, next_cursor, truncated, scanned, budget_hit}
 
+An artifact page covers the tasks from the previous page's last hit (or the window's first task)
+through the next page's first hit (or the window's end): `page.scanned` counts them,
+`tasks_without_artifacts` those with no artifact rows (running, or killed before saving),
+`runs_searched` their runs; each hit says how many of them come before its task. That is exactly
+what the library's own walk over a flow's runs examines, so a client can match it page for page.
+
 Bounds: every list has a default and a hard cap (`/capabilities` lists them); a state filter
-examines at most `--scan-budget` runs per request and an artifact search `runs_per_page` runs,
-then answers with a cursor that resumes the scan (`budget_hit`). Errors are JSON:
+examines at most `--scan-budget` runs per request, then answers with a cursor that resumes the
+scan (`budget_hit`); an artifact search covers at most `runs` (<= 500) runs. Errors are JSON:
 `{error, message, hint, param?}` with 400 (bad parameter, named), 401, 404, 503, 504 (statement
 timeout). Every session is read-only and time-limited (`.db`). See README.md beside this file.
 """

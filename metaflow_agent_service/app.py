@@ -52,7 +52,7 @@ def _routes() -> list[tuple[str, Handler | None, tuple[str, ...], str]]:
         ("/flows/{flow_id}/runs/{run}", Q.get_run, (), "one run with state, finish and duration"),
         ("/flows/{flow_id}/runs/{run}/tasks", Q.list_tasks, Q.TASKS_PARAMS, "tasks of a run by state, with attempts and timing"),
         ("/flows/{flow_id}/runs/{run}/summary", Q.run_summary, Q.SUMMARY_PARAMS, "per-step counts by state and timings, run totals"),
-        ("/flows/{flow_id}/artifacts", Q.search_artifacts, Q.ARTIFACTS_PARAMS, "artifacts by name glob or prefix across runs"),
+        ("/flows/{flow_id}/artifacts", Q.search_artifacts, Q.ARTIFACTS_PARAMS, "artifacts by name glob or prefix in the newest runs, in walk order, with what each page covered"),
         ("/stats/runs", Q.run_stats, Q.STATS_PARAMS, "counts by state, success rates, duration percentiles over runs"),
     ]
 
@@ -161,7 +161,7 @@ def create_app(settings: Settings) -> Starlette:
                           for path, _, allowed, what in _routes()],
             "limits": {
                 "runs": _lim(Q.RUN_LIMITS), "tasks": _lim(Q.TASK_LIMITS), "flows": _lim(Q.FLOW_LIMITS),
-                "artifacts": _lim(Q.ARTIFACT_LIMITS), "artifact_runs_per_page": _lim(Q.ARTIFACT_RUN_BUDGET),
+                "artifacts": _lim(Q.ARTIFACT_LIMITS), "artifact_runs": _lim(Q.ARTIFACT_WINDOW),
                 "state_scan_budget": settings.scan_budget, "stats_max_runs_per_flow": settings.stats_max_runs,
                 "stats_max_flows": Q.MAX_FLOWS_PER_STATS, "summary_max_steps": Q.MAX_STEPS,
             },

@@ -183,18 +183,74 @@ def decode_cursor(route: str, query: Query, types: Sequence[type]) -> list[Any] 
     return key
 
 
+GlobPart = tuple[str, str]  # ("lit", char) | ("any", "") | ("one", "") | ("class", "[...]" body with its "!" kept)
+
+
+def parse_glob(pattern: str) -> list[GlobPart]:
+    """A glob in fnmatch's grammar: `*`, `?`, `[seq]`, `[!seq]` (a `[` with no closing `]` is literal)."""
+    out: list[GlobPart] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1][0] != "any":  # a run of stars is one star
+                out.append(("any", ""))
+        elif c == "?":
+            out.append(("one", ""))
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":  # a ] first in the class is literal
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(("lit", "["))
+                continue
+            out.append(("class", pattern[i:j]))
+            i = j + 1
+        else:
+            out.append(("lit", c))
+    return out
+
+
 def glob_to_like(pattern: str) -> str:
-    """A glob (`*`, `?`) as an escaped LIKE pattern."""
-    if "[" in pattern or "]" in pattern:
-        raise BadParam("name", "character classes ([...]) are not supported", "use * and ? only, or name_prefix")
+    """A glob as an escaped LIKE pattern; a class becomes `_` (any one character).
+
+    Exact for `*` and `?`; with a class it selects a superset, which `glob_to_regex` narrows."""
     out = []
-    for ch in pattern:
-        if ch in "%_\\":
-            out.append("\\" + ch)
-        elif ch == "*":
+    for kind, text in parse_glob(pattern):
+        if kind == "any":
             out.append("%")
-        elif ch == "?":
+        elif kind in ("one", "class"):
             out.append("_")
         else:
-            out.append(ch)
+            out.append("\\" + text if text in "%_\\" else text)
+    return "".join(out)
+
+
+def glob_has_class(pattern: str) -> bool:
+    return any(kind == "class" for kind, _ in parse_glob(pattern))
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A glob as an anchored PostgreSQL regular expression (ARE) with fnmatch's meaning.
+
+    Only ASCII punctuation is escaped (a backslash before a letter or digit is an ARE escape);
+    inside a class, `\\ ] [ ^` are escaped and ranges (`a-z`) kept, as fnmatch does."""
+    out = ["^(?:"]
+    for kind, text in parse_glob(pattern):
+        if kind == "any":
+            out.append(".*")
+        elif kind == "one":
+            out.append(".")
+        elif kind == "class":
+            negate = text.startswith("!")
+            body = "".join("\\" + ch if ch in "\\]^[" else ch for ch in (text[1:] if negate else text))
+            out.append("[" + ("^" if negate else "") + body + "]")
+        else:
+            out.append("\\" + text if text.isascii() and not text.isalnum() else text)
+    out.append(")$")
     return "".join(out)

@@ -16,13 +16,24 @@ from metaflow_agent._states import RUN_STATES, TASK_STATES
 
 from . import sql as S
 from .config import Settings
-from .params import BadParam, Limits, NotFoundError, Query, check_name, decode_cursor, encode_cursor, glob_to_like
+from .params import (
+    BadParam,
+    Limits,
+    NotFoundError,
+    Query,
+    check_name,
+    decode_cursor,
+    encode_cursor,
+    glob_has_class,
+    glob_to_like,
+    glob_to_regex,
+    parse_glob,
+)
 
 RUN_LIMITS = Limits(50, 500)
 TASK_LIMITS = Limits(100, 1000)
 FLOW_LIMITS = Limits(50, 500)
 ARTIFACT_LIMITS = Limits(100, 1000)
-ARTIFACT_RUN_BUDGET = Limits(50, 500)  # runs an artifact search examines per request
 MAX_STEPS = 500  # steps listed in a run summary
 MAX_FLOWS_PER_STATS = 20
 MAX_ATTEMPTS_LISTED = 20
@@ -124,25 +135,10 @@ async def list_runs(ctx: Ctx, flow: str, q: Query) -> Answer:
     route = f"runs:{flow}"
     limit = q.limit(RUN_LIMITS)
     states = q.choices("state", RUN_STATES)
-    since, until = q.epoch_ms("since"), q.epoch_ms("until")
-    if since is not None and until is not None and since > until:
-        raise BadParam("since", "since is after until", "swap them")
-    tags_any, tags_all = q.tags("tags_any"), q.tags("tags_all")
-    users = q.names("user", max_items=20)
     cursor = decode_cursor(route, q, (int, int))
 
     p = S.Params()
-    where = [f"r.flow_id = {p(flow)}"]
-    if since is not None:
-        where.append(f"r.ts_epoch >= {p(since, 'bigint')}")
-    if until is not None:
-        where.append(f"r.ts_epoch <= {p(until, 'bigint')}")
-    if tags_any:
-        where.append(f"(r.tags || r.system_tags) ?| {p(tags_any, 'text[]')}")
-    if tags_all:
-        where.append(f"(r.tags || r.system_tags) ?& {p(tags_all, 'text[]')}")
-    if users:
-        where.append(f"{S.verified_user('r')} = ANY({p(users, 'text[]')})")
+    where = _run_filters(p, flow, q)
     base_where = list(where)
     base_values = list(p.values)  # the helpers below reuse the filters, which are bound first
     now = S.now_sql(p, ctx.now_s)
@@ -176,6 +172,27 @@ async def list_runs(ctx: Ctx, flow: str, q: Query) -> Answer:
     body = {"flow_id": flow, "as_of_s": await _as_of(ctx), "data": [run_json(r) for r in page_rows],
             "page": _page(limit, nxt, scanned=scanned, budget_hit=budget_hit)}
     return Answer(body, limit, nxt)
+
+
+def _run_filters(p: S.Params, flow: str, q: Query) -> list[str]:
+    """WHERE terms (alias r) of the run filters a list takes: since/until, tags, user."""
+    since, until = q.epoch_ms("since"), q.epoch_ms("until")
+    if since is not None and until is not None and since > until:
+        raise BadParam("since", "since is after until", "swap them")
+    tags_any, tags_all = q.tags("tags_any"), q.tags("tags_all")
+    users = q.names("user", max_items=20)
+    where = [f"r.flow_id = {p(flow)}"]
+    if since is not None:
+        where.append(f"r.ts_epoch >= {p(since, 'bigint')}")
+    if until is not None:
+        where.append(f"r.ts_epoch <= {p(until, 'bigint')}")
+    if tags_any:
+        where.append(f"(r.tags || r.system_tags) ?| {p(tags_any, 'text[]')}")
+    if tags_all:
+        where.append(f"(r.tags || r.system_tags) ?& {p(tags_all, 'text[]')}")
+    if users:
+        where.append(f"{S.verified_user('r')} = ANY({p(users, 'text[]')})")
+    return where
 
 
 async def _count_runs(ctx: Ctx, where: list[str], values: list[Any], cursor: list[Any] | None, *, upto: tuple[int, int] | None) -> int:
@@ -283,7 +300,7 @@ def _narrowing(p: S.Params, flow: str, run_number: int, states: list[str]) -> st
     return " UNION ".join(parts)
 
 
-def task_json(flow: str, run_id: str, row: asyncpg.Record) -> dict[str, Any]:
+def task_json(flow: str, run_id: str, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     started, finished = row["started_ms"], row["finished_ms"]
     tid = row["task_name"] if row["task_name"] is not None else row["task_id"]
     return {
@@ -366,8 +383,12 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
       ranked AS (
         SELECT d.step_name, d.task_id, d.state, d.duration_ms,
                row_number() OVER (PARTITION BY d.step_name ORDER BY d.duration_ms DESC, d.task_id) AS rank
-        FROM d WHERE d.duration_ms IS NOT NULL)
+        FROM d WHERE d.duration_ms IS NOT NULL),
+      ff AS (  -- the first failure: failed before crashed, then in step order, then by task id
+        SELECT d.* FROM d JOIN steps_v3 s2 ON s2.flow_id = d.flow_id AND s2.run_number = d.run_number AND s2.step_name = d.step_name
+        WHERE d.state IN ('failed', 'crashed') ORDER BY (d.state <> 'failed'), s2.ts_epoch, s2.step_name, d.task_id LIMIT 1)
       SELECT s.step_name, s.ts_epoch, ps.tasks, ps.counts, ps.started_ms, ps.finished_ms,
+             (SELECT to_jsonb(ff) || jsonb_build_object('attempts', {_attempts_json('ff')}) FROM ff) AS first_failure,
              (SELECT jsonb_agg(jsonb_build_object('task_id', k.task_id, 'state', k.state, 'duration_ms', k.duration_ms) ORDER BY k.rank)
               FROM ranked k WHERE k.step_name = s.step_name AND k.rank <= {int(slowest or 0)}) AS slowest,
              (SELECT jsonb_build_object('tasks', count(*), 'counts', {_counts_sql('d')}) FROM d) AS totals
@@ -390,7 +411,9 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
             "slowest": r["slowest"] or [],
         })
     totals = rows[0]["totals"] if rows else {"tasks": 0, "counts": dict(empty_counts)}
+    first = rows[0]["first_failure"] if rows else None
     body = {"run": run_json(run_row), "as_of_s": await _as_of(ctx), "steps": steps, "totals": totals,
+            "first_failure": None if first is None else task_json(flow, _run_id(run_row), first),
             "steps_truncated": len(rows) > MAX_STEPS}
     return Answer(body)
 
@@ -537,112 +560,211 @@ async def _step_stats(ctx: Ctx, w: list[str], values: list[Any], per_flow_cap: i
 
 
 # --- flows ---------------------------------------------------------------------------------
-FLOWS_PARAMS = ("_limit", "_cursor")
+FLOWS_PARAMS = ("tags_any", "tags_all", "_limit", "_cursor")
 
 
 async def list_flows(ctx: Ctx, q: Query) -> Answer:
-    """Flows in name order, each with its latest run (id, state, times)."""
+    """Flows in name order, each with its latest run (id, state, times, step count) among the runs the tags select."""
     route = "flows"
     limit = q.limit(FLOW_LIMITS)
     cursor = decode_cursor(route, q, (str,))
+    tags_any, tags_all = q.tags("tags_any"), q.tags("tags_all")
     p = S.Params()
     now = S.now_sql(p, ctx.now_s)
     after = f"WHERE f.flow_id > {p(cursor[0])}" if cursor else ""
+    rw = ["r.flow_id = f.flow_id"]
+    if tags_any:  # a namespace is a tag (user:<name>)
+        rw.append(f"(r.tags || r.system_tags) ?| {p(tags_any, 'text[]')}")
+    if tags_all:
+        rw.append(f"(r.tags || r.system_tags) ?& {p(tags_all, 'text[]')}")
     sql = f"""
-      SELECT f.flow_id, f.ts_epoch AS flow_created_ms, lr.*, {S.finished_ms_of('lr')} AS finished_ms
+      SELECT lr.*, f.flow_id AS flow_name, f.ts_epoch AS flow_created_ms, {S.finished_ms_of('lr')} AS finished_ms,
+             CASE WHEN lr.run_number IS NULL THEN NULL ELSE
+               (SELECT count(*) FROM steps_v3 s WHERE s.flow_id = f.flow_id AND s.run_number = lr.run_number
+                AND s.step_name <> '_parameters') END AS step_count
       FROM (SELECT * FROM flows_v3 f {after} ORDER BY f.flow_id LIMIT {limit + 1}) f
       LEFT JOIN LATERAL (
         SELECT r.*, e.end_done_ms, {S.run_state_of('r', 'e.end_ok', now)} AS state
-        FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE r.flow_id = f.flow_id
+        FROM (SELECT {RUN_COLUMNS} FROM runs_v3 r WHERE {' AND '.join(rw)}
               ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT 1) r
         {S.end_facts_lateral('r')}) lr ON TRUE
       ORDER BY f.flow_id"""
     rows = await ctx.conn.fetch(sql, *p.values)
-    nxt = encode_cursor(route, q, [rows[limit - 1]["flow_id"]]) if len(rows) > limit else None
+    nxt = encode_cursor(route, q, [rows[limit - 1]["flow_name"]]) if len(rows) > limit else None
     data = []
-    for r in rows[:limit]:
+    for r in rows[:limit]:  # lr.flow_id is null for a flow without a run the tags select: use f's
         latest = run_json(r) if r["run_number"] is not None else None
-        data.append({"flow_id": r["flow_id"], "created_ms": r["flow_created_ms"], "latest_run": latest})
+        data.append({"flow_id": r["flow_name"], "created_ms": r["flow_created_ms"], "latest_run": latest, "latest_run_steps": r["step_count"]})
     return Answer({"as_of_s": await _as_of(ctx), "data": data, "page": _page(limit, nxt)}, limit, nxt)
 
 
 # --- artifact search -------------------------------------------------------------------------
-ARTIFACTS_PARAMS = ("name", "name_prefix", "attempts", "since", "until", "runs_per_page", "_limit", "_cursor")
+ARTIFACTS_PARAMS = ("name", "name_prefix", "include_private", "attempts", "runs", "since", "until", "tags_any", "tags_all",
+                    "user", "_limit", "_cursor")
+ARTIFACT_WINDOW = Limits(50, 500)  # the newest runs one search covers (`runs`)
+# Hits come in the order the library walks a flow: newest run first (ts_epoch, run_number), then the
+# run's steps in creation order (ts_epoch, name), task id, attempt, artifact name (byte order, as
+# Python sorts: COLLATE "C", whatever the database's collation).
+C_ = 'COLLATE "C"'
 
 
 async def search_artifacts(ctx: Ctx, flow: str, q: Query) -> Answer:
-    """Artifacts by name glob or prefix across runs, newest run first."""
+    """Artifacts by name glob or prefix in a flow's newest runs, in walk order.
+
+    The window is the newest `runs` runs matching since/until/tags/user, fixed on the first page
+    (the cursor carries it). Each page says which runs and how many tasks it covered, up to the
+    first hit after it (or the window's end), and which of those tasks have no artifact rows."""
     check_name("flow_id", flow)
     route = f"artifacts:{flow}"
     limit = q.limit(ARTIFACT_LIMITS)
-    budget = q.limit(ARTIFACT_RUN_BUDGET, "runs_per_page")
+    window = q.limit(ARTIFACT_WINDOW, "runs")
     name, prefix = q.raw("name"), q.raw("name_prefix")
     if (name is None) == (prefix is None):
-        raise BadParam("name", "give exactly one of name (a glob: * and ?) or name_prefix", "e.g. name=model* or name_prefix=model")
+        raise BadParam("name", "give exactly one of name (a glob: * ? [abc] [!abc]) or name_prefix", "e.g. name=model* or name_prefix=model")
     raw = name if name is not None else prefix
     assert raw is not None
     if not 1 <= len(raw) <= 255:
         raise BadParam("name" if name is not None else "name_prefix", "the name pattern must be 1 to 255 characters")
-    like = glob_to_like(raw) if name is not None else glob_to_like(raw.replace("*", "").replace("?", "")) + "%"
-    if prefix is not None and ("*" in prefix or "?" in prefix):
+    if "\x00" in raw:
+        raise BadParam("name" if name is not None else "name_prefix", "the name pattern contains a NUL character")
+    if prefix is not None and any(ch in prefix for ch in "*?["):
         raise BadParam("name_prefix", "name_prefix is a plain prefix", "use name=<glob> for wildcards")
+    include_private = q.boolean("include_private")
     attempts = (q.choices("attempts", ("latest", "all")) or ["latest"])
     if len(attempts) != 1:
         raise BadParam("attempts", "attempts is one of latest, all")
-    since, until = q.epoch_ms("since"), q.epoch_ms("until")
-    cursor = decode_cursor(route, q, (int, int, int, str))
+    # Position: the last hit's (run ts, run, step ts, step, task, attempt, name), then the window's oldest run (ts, run).
+    cursor = decode_cursor(route, q, (int, int, int, str, int, int, str, int, int))
 
-    # The runs to examine (newest first, at most `budget`), then their artifacts by name.
+    p = S.Params()
+    rw = _run_filters(p, flow, q)
+    if cursor:
+        rw.append(f"(r.ts_epoch, r.run_number) <= ({p(cursor[0], 'bigint')}, {p(cursor[1], 'int')})")
+        rw.append(f"(r.ts_epoch, r.run_number) >= ({p(cursor[7], 'bigint')}, {p(cursor[8], 'int')})")
+    runs = await ctx.conn.fetch(f"SELECT r.run_number, r.run_id, r.ts_epoch FROM runs_v3 r WHERE {' AND '.join(rw)} "
+                                f"ORDER BY r.ts_epoch DESC, r.run_number DESC LIMIT {window}", *p.values)
+    if not runs and not cursor and not await _flow_exists(ctx, flow):
+        raise NotFoundError(f"flow {flow!r} not found", "flow names are case-sensitive; GET /agent/v1/flows lists them")
+    oldest = (cursor[7], cursor[8]) if cursor else ((runs[-1]["ts_epoch"], runs[-1]["run_number"]) if runs else (0, 0))
+
+    # The hits: per step (in walk order) its matching rows in (task, attempt, name) order, at most
+    # limit + 1 of them, so a page reads no further than the step holding its last hit.
     p = S.Params()
     f = p(flow)
-    rw = [f"r.flow_id = {f}"]
-    if since is not None:
-        rw.append(f"r.ts_epoch >= {p(since, 'bigint')}")
-    if until is not None:
-        rw.append(f"r.ts_epoch <= {p(until, 'bigint')}")
-    if cursor:  # -1 task: the cursor resumes below a run the budget stopped at
-        rw.append(f"r.run_number {'<' if cursor[1] == -1 else '<='} {p(cursor[0], 'bigint')}")
-    runs_sql = f"SELECT r.run_number, r.run_id FROM runs_v3 r WHERE {' AND '.join(rw)} ORDER BY r.run_number DESC"
-    scanned_runs = await ctx.conn.fetch(f"{runs_sql} LIMIT {budget + 1}", *p.values)
-    aw = [f"a.flow_id = {f}", "a.run_number = s.run_number", f"a.name LIKE {p(like)}"]
-    if cursor and cursor[1] != -1:
-        c = [p(cursor[0], "bigint"), p(cursor[1], "bigint"), p(cursor[2], "int"), p(cursor[3])]
-        aw.append(f"((a.run_number, a.task_id, a.attempt_id) < ({c[0]}, {c[1]}, {c[2]}) "
-                  f"OR ((a.run_number, a.task_id, a.attempt_id) = ({c[0]}, {c[1]}, {c[2]}) AND a.name > {c[3]}))")
-    if attempts == ["latest"]:
-        aw.append("NOT EXISTS (SELECT 1 FROM artifact_v3 b WHERE b.flow_id = a.flow_id AND b.run_number = a.run_number "
-                  "AND b.step_name = a.step_name AND b.task_id = a.task_id AND b.attempt_id > a.attempt_id)")
+    run_numbers = p([r["run_number"] for r in runs], "bigint[]")
+    name_where = _name_terms(p, raw, exact_prefix=prefix is not None, include_private=include_private)
+    after_step = after_hit = ""
+    if cursor:
+        c_run, c_sts, c_step = p(cursor[1], "bigint"), p(cursor[2], "bigint"), p(cursor[3])
+        c_task, c_att, c_name = p(cursor[4], "bigint"), p(cursor[5], "int"), p(cursor[6])
+        after_step = (f"AND (w.run_number <> {c_run} OR s.ts_epoch > {c_sts} "
+                      f"OR (s.ts_epoch = {c_sts} AND s.step_name {C_} >= {c_step}))")
+        after_hit = (f"AND (ws.run_number <> {c_run} OR ws.step_name <> {c_step} OR (a.task_id, a.attempt_id) > ({c_task}, {c_att}) "
+                     f"OR ((a.task_id, a.attempt_id) = ({c_task}, {c_att}) AND a.name {C_} > {c_name}))")
+    # A correlated max() (one index probe per row), not NOT EXISTS: without statistics (a fresh
+    # restore) the planner turned that into an anti join scanning a whole run per row.
+    latest = ("AND a.attempt_id = (SELECT max(b.attempt_id) FROM artifact_v3 b WHERE b.flow_id = a.flow_id "
+              "AND b.run_number = a.run_number AND b.step_name = a.step_name AND b.task_id = a.task_id)") if attempts == ["latest"] else ""
+    steps_cte = f"""
+      w AS (SELECT * FROM unnest({run_numbers}) WITH ORDINALITY AS w(run_number, ri)),
+      ws AS (SELECT w.ri, w.run_number, s.step_name, s.ts_epoch AS sts
+             FROM w JOIN steps_v3 s ON s.flow_id = {f} AND s.run_number = w.run_number AND s.step_name NOT LIKE '{S.HIDDEN_STEP}'
+             {after_step})"""
     sql = f"""
-      WITH s AS MATERIALIZED ({runs_sql} LIMIT {budget})
-      SELECT a.run_number, s.run_id, a.step_name, a.task_id, a.task_name, a.attempt_id, a.name, a.sha, a.type,
+      WITH {steps_cte}
+      SELECT ws.ri, ws.run_number, ws.step_name, ws.sts, a.task_id, a.task_name, a.attempt_id, a.name, a.sha, a.type,
              a.content_type, a.location, a.ds_type, a.ts_epoch
-      FROM s JOIN artifact_v3 a ON {' AND '.join(aw)}
-      ORDER BY a.run_number DESC, a.task_id DESC, a.attempt_id DESC, a.name LIMIT {limit + 1}"""
-    rows = await ctx.conn.fetch(sql, *p.values)
-    nxt: str | None = None
-    budget_hit = False
-    if len(rows) > limit:
+      FROM ws CROSS JOIN LATERAL (
+        SELECT a.* FROM artifact_v3 a
+        WHERE a.flow_id = {f} AND a.run_number = ws.run_number AND a.step_name = ws.step_name AND {name_where} {after_hit} {latest}
+          AND EXISTS (SELECT 1 FROM tasks_v3 t WHERE t.task_id = a.task_id)
+        ORDER BY a.task_id, a.attempt_id, a.name {C_} LIMIT {limit + 1}) a
+      ORDER BY ws.ri, ws.sts, ws.step_name {C_}, a.task_id, a.attempt_id, a.name {C_} LIMIT {limit + 1}"""
+    try:
+        rows = await ctx.conn.fetch(sql, *p.values)
+    except asyncpg.InvalidRegularExpressionError as exc:
+        raise BadParam("name", f"the glob is not a valid pattern: {str(exc)[:120]}", "use *, ? and classes like [a-z] or [!_]") from None
+
+    # What the page covered: its tasks from the cursor's task (or the window's first) through the
+    # task of the first hit after the page (or the window's end), and which have no artifact rows.
+    more = len(rows) > limit
+    stop = rows[limit] if more else None
+    p2 = S.Params()
+    f2 = p2(flow)
+    conds = [f"t.flow_id = {f2}", "t.run_number = ws.run_number", "t.step_name = ws.step_name"]
+    step_conds = []
+    if cursor:
+        c_run, c_sts, c_step, c_task = p2(cursor[1], "bigint"), p2(cursor[2], "bigint"), p2(cursor[3]), p2(cursor[4], "bigint")
+        step_conds.append(f"(w.run_number <> {c_run} OR s.ts_epoch > {c_sts} OR (s.ts_epoch = {c_sts} AND s.step_name {C_} >= {c_step}))")
+        conds.append(f"(ws.run_number <> {c_run} OR ws.step_name <> {c_step} OR t.task_id >= {c_task})")
+    if stop is not None:
+        s_ri, s_sts, s_step, s_task = p2(stop["ri"], "bigint"), p2(stop["sts"], "bigint"), p2(stop["step_name"]), p2(stop["task_id"], "bigint")
+        step_conds.append(f"(w.ri < {s_ri} OR (w.ri = {s_ri} AND (s.ts_epoch < {s_sts} OR (s.ts_epoch = {s_sts} AND s.step_name {C_} <= {s_step}))))")
+        conds.append(f"(ws.ri <> {s_ri} OR ws.step_name <> {s_step} OR t.task_id <= {s_task})")
+    hit_tasks = {(r["ri"], r["step_name"], r["task_id"]) for r in rows[:limit]}
+    h_ri, h_step, h_task = (p2([h[i] for h in hit_tasks], kind) for i, kind in ((0, "bigint[]"), (1, "text[]"), (2, "bigint[]")))
+    count_sql = f"""
+      WITH w AS (SELECT * FROM unnest({p2([r["run_number"] for r in runs], "bigint[]")}) WITH ORDINALITY AS w(run_number, ri)),
+      ws AS (SELECT w.ri, w.run_number, s.step_name, s.ts_epoch AS sts
+             FROM w JOIN steps_v3 s ON s.flow_id = {f2} AND s.run_number = w.run_number AND s.step_name NOT LIKE '{S.HIDDEN_STEP}'
+             {''.join(' AND ' + c for c in step_conds)}),
+      t AS MATERIALIZED (
+        SELECT ws.ri, ws.sts, ws.step_name, t.task_id,
+               NOT EXISTS (SELECT 1 FROM artifact_v3 a WHERE a.flow_id = {f2} AND a.run_number = ws.run_number
+                           AND a.step_name = ws.step_name AND a.task_id = t.task_id) AS empty
+        FROM ws JOIN tasks_v3 t ON {' AND '.join(conds)}),
+      o AS (
+        SELECT t.ri, t.step_name, t.task_id, (row_number() OVER k) - 1 AS before, (sum(t.empty::int) OVER k) - t.empty::int AS empty_before
+        FROM t WINDOW k AS (ORDER BY t.ri, t.sts, t.step_name {C_}, t.task_id))
+      SELECT (SELECT count(*) FROM t) AS tasks, (SELECT count(*) FROM t WHERE t.empty) AS empty,
+             (SELECT jsonb_agg(jsonb_build_array(o.ri, o.step_name, o.task_id, o.before, o.empty_before))
+              FROM o JOIN unnest({h_ri}, {h_step}, {h_task}) AS h(ri, step_name, task_id)
+                ON o.ri = h.ri AND o.step_name = h.step_name AND o.task_id = h.task_id) AS marks"""
+    cover = await ctx.conn.fetchrow(count_sql, *p2.values)
+    marks = {(m[0], m[1], m[2]): (m[3], m[4]) for m in cover["marks"] or []}
+    last_ri = stop["ri"] if stop is not None else len(runs)
+    nxt = None
+    if more:
         last = rows[limit - 1]
-        nxt = encode_cursor(route, q, [last["run_number"], last["task_id"], last["attempt_id"], last["name"]])
-    elif len(scanned_runs) > budget:
-        # The page is short because the run budget ran out: resume below the last run examined.
-        boundary = scanned_runs[budget - 1]["run_number"]
-        nxt = encode_cursor(route, q, [boundary, -1, -1, ""])
-        budget_hit = True
-    if not rows and not cursor and not await _flow_exists(ctx, flow):
-        raise NotFoundError(f"flow {flow!r} not found", "flow names are case-sensitive; GET /agent/v1/flows lists them")
+        nxt = encode_cursor(route, q, [runs[last["ri"] - 1]["ts_epoch"], last["run_number"], last["sts"], last["step_name"],
+                                       last["task_id"], last["attempt_id"], last["name"], *oldest])
     data = []
     for r in rows[:limit]:
-        run_id = str(r["run_id"] if r["run_id"] is not None else r["run_number"])
+        run_id = str(runs[r["ri"] - 1]["run_id"] if runs[r["ri"] - 1]["run_id"] is not None else r["run_number"])
         tid = r["task_name"] if r["task_name"] is not None else r["task_id"]
+        before, empty_before = marks.get((r["ri"], r["step_name"], r["task_id"]), (None, None))
         data.append({
             "pathspec": f"{flow}/{run_id}/{r['step_name']}/{tid}/{r['name']}",
             "name": r["name"], "run_number": r["run_number"], "step": r["step_name"], "task_id": r["task_id"],
             "attempt": r["attempt_id"], "sha": r["sha"], "type": r["type"], "content_type": r["content_type"],
             "location": r["location"], "ds_type": r["ds_type"], "created_ms": r["ts_epoch"],
+            "tasks_before": before, "empty_tasks_before": empty_before,
         })
-    runs_covered = min(len(scanned_runs), budget)
-    body = {"flow_id": flow, "data": data, "page": {**_page(limit, nxt, scanned=runs_covered, budget_hit=budget_hit)},
-            "pattern": {"like": like, "attempts": attempts[0]}}
+    body = {
+        "flow_id": flow, "data": data, "page": _page(limit, nxt, scanned=int(cover["tasks"])),
+        "runs_searched": [r["run_number"] for r in runs[:last_ri]],
+        "tasks_without_artifacts": int(cover["empty"]),
+        "window": {"runs": window, "oldest_ms": oldest[0] if runs or cursor else None},
+        "pattern": {"like": _like_of(raw, prefix is not None), "attempts": attempts[0], "include_private": include_private},
+    }
     return Answer(body, limit, nxt)
 
+
+def _like_of(raw: str, prefix: bool) -> str:
+    return glob_to_like(raw) + "%" if prefix else glob_to_like(raw)
+
+
+def _name_terms(p: S.Params, raw: str, *, exact_prefix: bool, include_private: bool) -> str:
+    """WHERE terms (alias a) for the name: `=` for a plain name (an index seek), LIKE for `*` `?` and
+    prefixes, plus an anchored regular expression where the glob has a class (LIKE cannot say [a-c])."""
+    terms = []
+    like = _like_of(raw, exact_prefix)
+    if not exact_prefix and not any(kind != "lit" for kind, _ in parse_glob(raw)):
+        terms.append(f"a.name = {p(raw)}")
+    else:
+        terms.append(f"a.name LIKE {p(like)}")
+        if glob_has_class(raw):
+            terms.append(f"a.name ~ {p(glob_to_regex(raw))}")
+    if not include_private:
+        terms.append(r"a.name NOT LIKE '\_%'")  # Metaflow's own artifacts
+    return " AND ".join(terms)

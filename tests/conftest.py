@@ -10,6 +10,8 @@ import pytest
 from helpers import (
     OTHER_USER,
     ROOT,
+    S3_ENV,
+    S3_PORT,
     LocalRuns,
     build_local_runs,
     client_outcome,
@@ -38,6 +40,19 @@ def local_runs() -> LocalRuns:
     runs = build_local_runs()
     manifest.write_text(json.dumps(runs.__dict__))
     return runs
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (the endpoint Metaflow read at import), bucket mfagent-test."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    boto3.client("s3", endpoint_url=S3_ENV["METAFLOW_S3_ENDPOINT_URL"]).create_bucket(Bucket="mfagent-test")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

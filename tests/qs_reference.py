@@ -56,3 +56,43 @@ def python_states(dsn: str, now_s: int) -> tuple[dict[tuple[str, int], str], dic
             end_ok[key] = latest_ok
     r_state = {k: run_state(end_ok=end_ok.get(k), any_failed=any_failed[k], alive=live(hb)) for k, hb in run_hb.items()}
     return r_state, t_state, t_retried
+
+
+def artifact_walk(dsn: str, flow: str, runs: int, match) -> tuple[list[int], list[tuple[int, str, int, bool]], list[tuple[int, str, int, int, str]]]:
+    """The library's artifact walk on raw rows: (window run numbers, tasks in walk order as
+    (run, step, task, has_artifacts), hits in walk order as (task index, step, task, attempt, name)).
+
+    Runs newest first (ts_epoch, run_number), steps by (ts_epoch, name), tasks by id; a task's
+    latest attempt with artifact rows; its names in Python's order, kept where `match(name)`."""
+
+    async def fetch():
+        conn = await asyncpg.connect(dsn)
+        try:
+            window = await conn.fetch("SELECT run_number FROM runs_v3 WHERE flow_id = $1 ORDER BY ts_epoch DESC, run_number DESC LIMIT $2", flow, runs)
+            numbers = [r["run_number"] for r in window]
+            steps = await conn.fetch("SELECT run_number, step_name, ts_epoch FROM steps_v3 WHERE flow_id = $1 AND run_number = ANY($2::bigint[])",
+                                     flow, numbers)
+            tasks = await conn.fetch("SELECT run_number, step_name, task_id FROM tasks_v3 WHERE flow_id = $1 AND run_number = ANY($2::bigint[])",
+                                     flow, numbers)
+            arts = await conn.fetch("SELECT run_number, step_name, task_id, attempt_id, name FROM artifact_v3 "
+                                    "WHERE flow_id = $1 AND run_number = ANY($2::bigint[])", flow, numbers)
+            return numbers, steps, tasks, arts
+        finally:
+            await conn.close()
+
+    numbers, steps, tasks, arts = asyncio.run(fetch())
+    by_task: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for a in arts:
+        by_task[a["task_id"]][a["attempt_id"]].append(a["name"])
+    walk: list[tuple[int, str, int, bool]] = []
+    hits: list[tuple[int, str, int, int, str]] = []
+    for run in numbers:
+        run_steps = sorted(((s["ts_epoch"], s["step_name"]) for s in steps if s["run_number"] == run and not s["step_name"].startswith("_")))
+        for _, step in run_steps:
+            for task in sorted(t["task_id"] for t in tasks if t["run_number"] == run and t["step_name"] == step):
+                attempts = by_task.get(task, {})
+                walk.append((run, step, task, bool(attempts)))
+                if attempts:
+                    latest = max(attempts)
+                    hits += [(len(walk) - 1, step, task, latest, n) for n in sorted(attempts[latest]) if match(n)]
+    return numbers, walk, hits

@@ -34,6 +34,7 @@ STATES: dict[str, dict[str, Any]] = {
     "list_artifacts": {"i": 200},
     "failed_tasks": {"i": 0},
     "search_artifacts": {"pos": [1, 0, 3, -1]},
+    "search_artifacts_qs": {"srv": "eyJxIjoiYSJ9", "skip": 3, "since": None, "until": 1_790_000_000_001},
     "list_runs": {"ts": 1_790_000_000_000, "id": "1790000", "since": None, "until": 1_790_000_000_001, "srv": "abc=="},
 }
 
@@ -127,6 +128,17 @@ def test_fuzz_only_badcursor(text: str) -> None:
         C.open_cursor(text, "list_runs", "q")
     except BadCursor:
         pass
+
+
+def test_cursor_kind_tells_which_kind_issued_it() -> None:
+    q = C.query_key("A")
+    served = C.make_cursor("search_artifacts_qs", q, skip=0)
+    walked = C.make_cursor("search_artifacts", q, pos=[0, 0, 0, 1])
+    kinds = ("search_artifacts", "search_artifacts_qs")
+    assert C.cursor_kind(served, kinds) == "search_artifacts_qs" and C.cursor_kind(walked, kinds) == "search_artifacts"
+    for bad in (C.make_cursor("failed_tasks", q, i=1), served[:-2] + "AA", "junk"):
+        with pytest.raises(BadCursor, match="search_artifacts"):
+            C.cursor_kind(bad, kinds)
 
 
 def test_reissue_and_peek() -> None:

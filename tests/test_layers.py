@@ -22,7 +22,7 @@ LAYERS: list[list[str]] = [
      "metaflow_agent._cursor"],
     ["metaflow_agent._pathspec", "metaflow_agent._inputs", "metaflow_agent._unpickle", "metaflow_agent._httpread",
      "metaflow_agent._sandbox", "metaflow_agent._sandbox_child"],
-    ["metaflow_agent._records", "metaflow_agent._models", "metaflow_agent._datastore"],
+    ["metaflow_agent._records", "metaflow_agent._models", "metaflow_agent._datastore", "metaflow_agent._roots"],
     ["metaflow_agent.backends", "metaflow_agent.backends.base"],
     ["metaflow_agent.backends.local", f"{PROVIDER}.transport", f"{PROVIDER}.capabilities", f"{PROVIDER}.query_client",
      f"{PROVIDER}.query_service", f"{PROVIDER}.queries", f"{PROVIDER}.provider"],

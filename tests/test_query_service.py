@@ -8,17 +8,22 @@ state rule evaluated in Python (`metaflow_agent._states`) on the raw rows.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import re
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import qs_reference
 from qs_reference import python_states
 from qs_server import DUMP_NOW_S
 
 API = "/agent/v1"
+MIGRATIONS = Path(__file__).resolve().parents[1] / "metaflow_agent_service" / "migrations"
 NOW = {"_now": DUMP_NOW_S}
 
 EXPECTED_RUNS = {
@@ -335,35 +340,162 @@ def test_artifact_search_by_name_glob_and_prefix(qs_master):
     assert len(rows) == 19 and {r["step"] for r in rows} == {"evaluate", "end"}
     assert [r["run_number"] for r in rows] == sorted((r["run_number"] for r in rows), reverse=True)
     first = rows[0]
-    assert set(first) >= {"name", "run_number", "step", "task_id", "attempt", "sha", "type", "location", "ds_type"}
+    assert set(first) >= {"name", "run_number", "step", "task_id", "attempt", "sha", "type", "location", "ds_type", "tasks_before"}
     assert first["location"] == ":root:/data/metaflow/.metaflow" and first["ds_type"] == "local"
     prefix, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name_prefix": "accur"})
     assert prefix == rows
-    glob, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "acc?racy"})
-    assert glob == rows
+    for glob in ("acc?racy", "[a]cc*", "[!b-z]ccuracy", "a*y"):
+        assert all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": glob})[0] == rows, glob
     assert all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "acc"})[0] == []
+    assert all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "[b-z]ccuracy"})[0] == []
 
 
-def test_artifact_search_attempts_and_paging(qs_master):
-    latest, _ = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok"})
-    every, _ = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok", "attempts": "all"})
+GLOBS = ["*", "[a-e]*", "[!_]*", "_task_?k", "*_*", "[[]x", "a[", "x]", "[]a]*", "[!]a]*", "%", "_*", "?", "[-a]*"]
+
+
+@pytest.mark.parametrize("glob", GLOBS)
+def test_artifact_search_globs_are_fnmatch(qs_master, service_db, glob):
+    """Every name fnmatch matches, and only those, whatever LIKE and the regular expression make of it."""
+    names = asyncio.run(_names(service_db, "TrainFlow"))
+    want = sorted(n for n in names if fnmatch.fnmatchcase(n, glob))
+    rows, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": glob, "include_private": "true", "_limit": 1000})
+    assert sorted({r["name"] for r in rows}) == want
+
+
+def _hit(row: dict[str, Any]) -> dict[str, Any]:
+    """A hit without its place in the page (`tasks_before` counts from the page's first task)."""
+    return {k: v for k, v in row.items() if k not in ("tasks_before", "empty_tasks_before")}
+
+
+async def _names(dsn: str, flow: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r["name"] for r in await conn.fetch("SELECT DISTINCT name FROM artifact_v3 WHERE flow_id = $1", flow)}
+    finally:
+        await conn.close()
+
+
+def test_artifact_search_latest_attempt_and_private_names(qs_master, service_db):
+    latest, _ = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok", "include_private": "true"})
+    every, _ = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok", "include_private": "true", "attempts": "all"})
     by_task = defaultdict(list)
     for r in every:
         by_task[r["task_id"]].append(r["attempt"])
     assert sorted(by_task[100]) == [0, 1] and [r["attempt"] for r in latest if r["task_id"] == 100] == [1]
     assert len(every) - len(latest) == 4  # four tasks retried: 100, 359, 360, 361
-    paged, requests = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok", "attempts": "all", "_limit": 7})
-    assert paged == every and requests == -(-len(every) // 7) + (1 if len(every) % 7 == 0 else 0)
+    paged, requests = all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok", "include_private": "true",
+                                                                                "attempts": "all", "_limit": 7})
+    assert [_hit(r) for r in paged] == [_hit(r) for r in every] and requests == -(-len(every) // 7)
+    assert all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "_task_ok"})[0] == []  # Metaflow's own: asked for
+    public = {n for n in asyncio.run(_names(service_db, "ShardFlow")) if not n.startswith("_")}
+    assert public and {r["name"] for r in all_pages(qs_master, f"{API}/flows/ShardFlow/artifacts", {"name": "*"})[0]} == public
 
 
-def test_artifact_search_run_budget_resumes(qs_master):
-    full, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy"})
-    first = ok(qs_master.get(f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy", "runs_per_page": 2}))
-    assert first["page"]["scanned"] == 2 and {r["run_number"] for r in first["data"]} == {12, 11}
-    paged, requests = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy", "runs_per_page": 2})
-    assert paged == full and requests == 6
-    pruned = ok(qs_master.get(f"{API}/flows/TrainFlow/artifacts", {"name": "nothing-like-this", "runs_per_page": 5}))
-    assert pruned["data"] == [] and pruned["page"]["budget_hit"] is True and pruned["page"]["next_cursor"]
+@pytest.mark.parametrize("flow,glob,private,runs,limit", [
+    ("TrainFlow", "*", False, 5, 7),
+    ("TrainFlow", "accuracy", False, 50, 4),
+    ("TrainFlow", "[!a-l]*", True, 3, 10),
+    ("ShardFlow", "*", True, 2, 250),
+    ("ShardFlow", "shard", False, 1, 40),
+    ("CrashFlow", "*", True, 50, 5),
+    ("LongFlow", "*", False, 50, 1),
+    ("TrainFlow", "nothing", False, 12, 3),
+])
+def test_artifact_search_pages_walk_like_the_library(qs_master, service_db, flow, glob, private, runs, limit):
+    """Each page: the hits of the library's walk in its order, and what it covered: the runs and the
+    tasks from the previous page's last hit (or the first task) through the next page's first hit
+    (or the window's end), the tasks among them without artifact rows, each hit's place in that range."""
+    numbers, walk, hits = qs_reference.artifact_walk(service_db, flow, runs,
+                                                     lambda n: fnmatch.fnmatchcase(n, glob) and (private or not n.startswith("_")))
+    params = {"name": glob, "runs": runs, "_limit": limit, **({"include_private": "true"} if private else {})}
+    k, cursor = 0, None
+    while True:
+        body = ok(qs_master.get(f"{API}/flows/{flow}/artifacts", {**params, **({"_cursor": cursor} if cursor else {})}))
+        mine = hits[k * limit:(k + 1) * limit]
+        assert [(r["step"], r["task_id"], r["attempt"], r["name"]) for r in body["data"]] == [h[1:] for h in mine]
+        start = hits[k * limit - 1][0] if k else 0
+        after = hits[(k + 1) * limit][0] if (k + 1) * limit < len(hits) else len(walk) - 1
+        assert body["page"]["scanned"] == (after - start + 1 if walk else 0)
+        assert body["tasks_without_artifacts"] == sum(1 for w in walk[start:after + 1] if not w[3])
+        first_run = walk[start][0] if k else numbers[0] if numbers else None
+        last_run = walk[after][0] if (k + 1) * limit < len(hits) else numbers[-1] if numbers else None
+        assert body["runs_searched"] == (numbers[numbers.index(first_run):numbers.index(last_run) + 1] if numbers else [])
+        assert [r["tasks_before"] for r in body["data"]] == [h[0] - start for h in mine]
+        assert [r["empty_tasks_before"] for r in body["data"]] == [sum(1 for w in walk[start:h[0]] if not w[3]) for h in mine]
+        cursor = body["page"]["next_cursor"]
+        assert (cursor is not None) == ((k + 1) * limit < len(hits))
+        k += 1
+        if cursor is None:
+            break
+    assert k == max(1, -(-len(hits) // limit))
+
+
+def test_artifact_search_window_and_filters(qs_master):
+    two = ok(qs_master.get(f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy", "runs": 2}))
+    assert two["runs_searched"] == [12, 11] and {r["run_number"] for r in two["data"]} == {12, 11}
+    team_a, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy", "tags_all": "team:a", "_limit": 2})
+    assert {r["run_number"] for r in team_a} == {1, 5, 7, 9, 11}  # the odd runs; 3 failed before evaluate
+    nobody = ok(qs_master.get(f"{API}/flows/TrainFlow/artifacts", {"name": "accuracy", "tags_all": "user:nobody"}))
+    assert nobody["data"] == [] and nobody["runs_searched"] == [] and nobody["page"]["scanned"] == 0
+    runs = ok(qs_master.get(f"{API}/flows/TrainFlow/runs", {**NOW, "_limit": 50}))["data"]
+    created = {r["run_number"]: r["created_ms"] for r in runs}
+    window, _ = all_pages(qs_master, f"{API}/flows/TrainFlow/artifacts", {"name": "*", "since": created[4], "until": created[9], "_limit": 5})
+    assert {r["run_number"] for r in window} == {4, 5, 6, 7, 8, 9}  # both ends inclusive
+    crashed = ok(qs_master.get(f"{API}/flows/CrashFlow/artifacts", {"name": "*"}))
+    assert crashed["tasks_without_artifacts"] == 2 and crashed["runs_searched"] == [16, 15]  # tasks 364 and 367 were killed
+
+
+def test_artifact_search_names_use_an_index(pg_cluster):
+    """The hits statement reads artifact rows through an index with the name among its conditions:
+    the primary key on the schema as the metadata service leaves it, migration 004's index once applied."""
+    from pg import service_db_dump
+
+    dsn = pg_cluster.create_db("metaflow_names", dump=service_db_dump())
+    plan = asyncio.run(_hits_plan(dsn, "ShardFlow", {"name": "shard", "runs": "2"}))
+    assert re.search(_BY_NAME.format(index="artifact_v3_pkey"), plan), plan
+    pg_cluster.psql("metaflow_names", stdin=(MIGRATIONS / "004_artifact_names.sql").read_text())
+    pg_cluster.psql("metaflow_names", "ANALYZE")
+    plan = asyncio.run(_hits_plan(dsn, "ShardFlow", {"name": "shard", "runs": "2"}))
+    assert re.search(_BY_NAME.format(index="artifact_v3_idx_agent_names"), plan), plan
+    prefix = asyncio.run(_hits_plan(dsn, "ShardFlow", {"name_prefix": "sha", "runs": "2"}, seqscan=False))
+    assert "artifact_v3_idx_agent_names on artifact_v3 a" in prefix and "~>=~ 'sha'" in prefix, prefix
+
+
+# An index scan (plain, or the bitmap kind small tables get) whose conditions include the name.
+_BY_NAME = r"(Index (Only )?Scan using {index} on artifact_v3 a|Bitmap Index Scan on {index})\b.*\n\s*Index Cond: .*\(name\)::text = 'shard'"
+
+
+async def _hits_plan(dsn: str, flow: str, params: dict[str, str], *, seqscan: bool = True) -> str:
+    """EXPLAIN of the statement that finds the hits (the service's own SQL, as it runs it)."""
+    from metaflow_agent_service import queries as Q
+    from metaflow_agent_service.config import Settings
+    from metaflow_agent_service.db import init_connection
+    from metaflow_agent_service.params import Query
+
+    conn = await asyncpg.connect(dsn)
+    plans: list[str] = []
+
+    class Explaining:
+        async def fetch(self, sql: str, *args: Any) -> Any:
+            if "artifact_v3 a" in sql and "LATERAL" in sql:
+                plans.append("\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args)))
+            return await conn.fetch(sql, *args)
+
+        async def fetchrow(self, sql: str, *args: Any) -> Any:
+            return await conn.fetchrow(sql, *args)
+
+        async def fetchval(self, sql: str, *args: Any) -> Any:
+            return await conn.fetchval(sql, *args)
+
+    try:
+        await init_connection(conn)
+        if not seqscan:  # a table this small is cheaper to read whole; ask what the index would do
+            await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        await Q.search_artifacts(Q.Ctx(Explaining(), Settings(dsn=dsn)), flow, Query(params.items(), allowed=Q.ARTIFACTS_PARAMS))
+    finally:
+        await conn.close()
+    assert len(plans) == 1
+    return plans[0]
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -387,8 +519,13 @@ def test_artifact_search_run_budget_resumes(qs_master):
     ("/stats/runs", {"flows": "TrainFlow", "last": "5", "per_step": "maybe"}, "per_step"),
     ("/flows/TrainFlow/artifacts", {}, "name"),
     ("/flows/TrainFlow/artifacts", {"name": "a", "name_prefix": "a"}, "name"),
-    ("/flows/TrainFlow/artifacts", {"name": "[ab]*"}, "name"),
+    ("/flows/TrainFlow/artifacts", {"name": "[z-a]"}, "name"),
     ("/flows/TrainFlow/artifacts", {"name_prefix": "a*"}, "name_prefix"),
+    ("/flows/TrainFlow/artifacts", {"name_prefix": "a["}, "name_prefix"),
+    ("/flows/TrainFlow/artifacts", {"name": "x", "runs": "0"}, "runs"),
+    ("/flows/TrainFlow/artifacts", {"name": "x", "runs": "501"}, "runs"),
+    ("/flows/TrainFlow/artifacts", {"name": "x", "include_private": "maybe"}, "include_private"),
+    ("/flows/TrainFlow/artifacts", {"name": "x", "runs_per_page": "5"}, "runs_per_page"),
     ("/flows/TrainFlow/artifacts", {"name": "x", "attempts": "some"}, "attempts"),
     ("/flows", {"_cursor": "eyJxIjoiMCIsImsiOlsxXX0"}, "_cursor"),
 ])
@@ -502,3 +639,42 @@ def test_the_failed_task_search_is_narrowed_only_because_the_rule_allows_it():
     assert S.latest_ok_domain("failed") == {False} and S.FAILED_NEEDS_A_FALSE_OK
     assert S.latest_ok_domain("completed") == {True}
     assert S.latest_ok_domain("crashed") == {None} and S.latest_ok_domain("running") == {False, None}
+
+
+def test_glob_translation_agrees_with_the_library_on_random_globs(service_db):
+    """The service's LIKE + regular expression, evaluated by PostgreSQL, against the library's RE2
+    glob (`metaflow_agent._regex.compile_glob`, fnmatch's meaning) on random globs and names."""
+    import random
+
+    from metaflow_agent._errors import BadPattern
+    from metaflow_agent._regex import compile_glob
+    from metaflow_agent_service.params import glob_has_class, glob_to_like, glob_to_regex
+
+    rng = random.Random(12)
+    alphabet = ["a", "b", "_", "*", "?", "[", "]", "!", "-", "^", "\\", "%", ".", "(", "$", "A", "é",
+                "[a-b]", "[!_]", "[]a]", "[!]b]", "[%_]", "[\\]", "[^a]", "[[]", "[a-]", "[.]"]
+    names = sorted({"".join(rng.choice("ab_%.-[]^\\A(é$") for _ in range(rng.randint(1, 5))) for _ in range(300)})
+    globs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(400)]
+
+    async def check() -> int:
+        conn = await asyncpg.connect(service_db)
+        compared = 0
+        try:
+            for glob in globs:
+                try:
+                    want = [n for n in names if compile_glob(glob).match(n)]
+                except BadPattern:
+                    continue  # the library refuses it before asking anyone
+                like, regex = glob_to_like(glob), glob_to_regex(glob) if glob_has_class(glob) else None
+                try:
+                    got = await conn.fetchval("SELECT coalesce(array_agg(n ORDER BY n COLLATE \"C\"), '{}') FROM unnest($1::text[]) AS n "
+                                              "WHERE n LIKE $2 AND ($3::text IS NULL OR n ~ $3)", names, like, regex)
+                except asyncpg.InvalidRegularExpressionError as exc:
+                    raise AssertionError(f"PostgreSQL refuses {glob!r} ({regex}), which the library accepts: {exc}") from None
+                assert sorted(got) == sorted(want), (glob, like, regex)
+                compared += 1
+        finally:
+            await conn.close()
+        return compared
+
+    assert asyncio.run(check()) > 350  # the rest the library refuses (a range like [b-a]), as PostgreSQL would

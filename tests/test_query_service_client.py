@@ -45,6 +45,9 @@ def test_typed_records_from_every_endpoint(qs_master):
     assert {f.flow_id: f.latest_run.run_number for f in flows.flows if f.latest_run} == {"CrashFlow": 16, "LongFlow": 17, "ShardFlow": 14, "TrainFlow": 12}
     hits = C.search_artifacts(get, "TrainFlow", name="acc*", limit=5)
     assert len(hits.hits) == 5 and hits.page.next_cursor and all(h.name == "accuracy" for h in hits.hits)
+    # runs 12, 11, 10 (failed in train: no accuracy) and 9, through 9/end's task: the first hit after the page
+    assert hits.runs_searched == (12, 11, 10, 9) and hits.page.scanned == 14 and hits.tasks_without_artifacts == 0
+    assert [h.tasks_before for h in hits.hits] == [2, 3, 6, 7, 12]
     more = C.search_artifacts(get, "TrainFlow", name="acc*", limit=5, cursor=hits.page.next_cursor)
     assert {h.pathspec for h in more.hits}.isdisjoint({h.pathspec for h in hits.hits})
 

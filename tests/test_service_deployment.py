@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from helpers import S3_ENV, S3_PORT, TEST_USER, LocalRuns, run_flow
+from helpers import S3_ENV, TEST_USER, LocalRuns, run_flow
 from service_double import ServiceDouble
 from service_double.synth import register_simple_run, register_wide_run
 
@@ -18,18 +18,6 @@ import metaflow_agent as ma
 from metaflow_agent._backend import reset_backends
 
 MODES = ("master", "release")
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
-    server.start()
-    boto3.client("s3", endpoint_url=S3_ENV["METAFLOW_S3_ENDPOINT_URL"]).create_bucket(Bucket="mfagent-test")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -270,8 +258,10 @@ def test_latest_failed_runs_bounded(double, s3_server, monkeypatch, mode):
         assert got.cost.metadata_requests == 1 + len(got.runs)
     else:
         # one listing; an end-step check per run examined; per failed run its steps, the
-        # failed tasks of its newest step, and the attempts of the one found
-        assert got.cost.metadata_requests == 1 + got.scanned + 3 * len(got.runs)
+        # failed tasks of its newest step, where the run recorded its data (these registered
+        # runs recorded none: asked on each call; a real run's root is remembered) and the
+        # attempts of the task found
+        assert got.cost.metadata_requests == 1 + got.scanned + 4 * len(got.runs)
         assert got.scanned < 120  # stopped once the page was full
 
 
@@ -316,10 +306,19 @@ def test_finished_run_failures_cost_no_request_per_task(service_runs, service_en
 # --- the agent questions on a service deployment ------------------------------------------
 
 
-def test_new_questions_match_client(service_runs, service_env, client):
+def test_new_questions_match_client(service_runs, service_env, client, monkeypatch):
     """list_flows, run_stats, list_tasks, artifact_values and diagnose_run on the service path,
-    against the Client on the same runs (both generations)."""
+    against the Client on the same runs (both generations). The Client's states are those of
+    finished runs: the clock is an hour on, so no run's heartbeat is fresh (a crashed run just
+    made is `unknown` until its heartbeat is 360 s old, by the state rule)."""
+    import time
+
     from helpers import client_run_state
+
+    from metaflow_agent import _config
+
+    later = time.time() + 3600
+    monkeypatch.setattr(_config, "now_s", lambda: later)
 
     flows = ma.list_flows(namespace=None)
     assert {f.flow for f in flows.flows} >= {"HelloFlow", "WideFlow", "ArtifactFlow", "CrashFlow"}

@@ -244,7 +244,8 @@ def test_failed_tasks_exact_sequence(on_double, mode):
         _ft("work", "attempt_ok", "True"),
         _ft("work", "attempt_ok", "False"),
         _ft("work", "attempt", "."),
-        f"GET {W}/steps/work/tasks/9/metadata",  # details of the one task returned
+        f"GET {W}/steps/_parameters/artifacts",  # where the run recorded its data, once per run
+        f"GET {W}/steps/work/tasks/9/metadata",  # details of the one task returned (and its own root)
     ]
     assert got.cost.metadata_requests == len(double.requests_seen)
 

@@ -9,11 +9,14 @@ from abc import ABC, abstractmethod
 from typing import Callable, Literal
 
 from .._pathspec import Pathspec
+from .._roots import DataRoot
 from .._records import (
+    DecidedFlow,
     DecidedStats,
     DecidedSummary,
     DecidedTasks,
     FailureLook,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -32,6 +35,9 @@ class MetadataBackend(ABC):
     # True where liveness is proved from a delayed signal (heartbeats): a run that has just
     # failed for good still looks alive for a while, so alive runs are checked for failures.
     liveness_lags: bool = False
+    # True where a task's data may live under a root other than the configured one (the service:
+    # each task records its own); False where the metadata lives in the datastore itself (local).
+    records_roots: bool = False
 
     @abstractmethod
     def list_flows(self) -> list[str]:
@@ -109,6 +115,15 @@ class MetadataBackend(ABC):
     def check_task(self, task: Pathspec) -> None:
         """NotFound (for the task, its step or its run, whichever is missing) unless the task exists."""
 
+    def run_root(self, run: Pathspec) -> DataRoot | None:
+        """Where the run recorded its data (one look, as cheap as the backend allows); None:
+        not recorded, or not needed (the metadata lives in the configured datastore)."""
+        return None
+
+    def task_root(self, task: Pathspec) -> DataRoot | None:
+        """Where this task recorded its data (`ds-type`/`ds-root` of its latest attempt)."""
+        return None
+
     # Where the backend decides states itself (the query service), whole answers in one look;
     # None: not available here, and the question modules gather the facts themselves.
     def decided_tasks(self, run: Pathspec, states: list[str], *, step: str | None = None) -> DecidedTasks | None:
@@ -123,8 +138,15 @@ class MetadataBackend(ABC):
         """Runs counted by state, success rates and durations per flow."""
         return None
 
-    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
-        """Every flow with its latest run (state and finish set)."""
+    def decided_flows(self, query: RunQuery) -> list[DecidedFlow] | None:
+        """Every flow with its latest run among those `query`'s tags select (state and finish set)."""
+        return None
+
+    def artifact_name_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery,
+                           limit: int, cursor: str | None) -> NameHitPage | None:
+        """Artifacts of the latest attempts whose names match `glob`, in the newest `runs` runs
+        matching `query` (since/until/tags), `limit` per page in walk order; `cursor` is a previous
+        page's `next_cursor`."""
         return None
 
     def capabilities(self) -> dict[str, object]:

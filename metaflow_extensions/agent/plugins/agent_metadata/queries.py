@@ -11,6 +11,8 @@ proved it filters (rows are re-checked client-side).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Iterator
 
 from metaflow_agent import _config
@@ -18,11 +20,13 @@ from metaflow_agent._cost import current_meter
 from metaflow_agent._errors import BackendError, NotFound, ServiceProtocolError
 from metaflow_agent._pathspec import Pathspec, not_found
 from metaflow_agent._records import (
+    DecidedFlow,
     DecidedStats,
     DecidedSummary,
     DecidedTasks,
     FailureLook,
     Listed,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -34,6 +38,7 @@ from metaflow_agent._records import (
     scan_runs,
     task_order,
 )
+from metaflow_agent._roots import DataRoot
 from metaflow_agent._states import ALIVE_WITHIN_S, DEAD_AFTER_S, Fact, heartbeat_liveness
 from metaflow_agent.backends.base import Decide, MetadataBackend
 
@@ -48,6 +53,7 @@ SHORT_RUN_S = 30  # a heartbeat this close to a run's start cannot date its end
 EXACT_TIMES_TASKS = 100  # runs up to this many tasks are timed from their own metadata rows
 RECENT_ROWS = 50  # newest metadata rows of a run read to date its end and spot its failure
 RECENT_LOOKUPS = 20  # runs per call whose newest metadata rows are read
+RUN_ROOTS_KEPT = 4096  # runs whose recorded datastore root is remembered per process
 
 
 def rows_of(reply: Reply, what: str, need: str | None = None, *, item: type = dict) -> list[Any]:
@@ -98,12 +104,17 @@ class ServiceQueries(MetadataBackend):
 
     kind = "service"
     liveness_lags = True
+    records_roots = True
 
     def __init__(self, transport: ServiceTransport) -> None:
         self.t = transport
         self.url = transport.url
         self._qs: QueryService | None = None
         self._qs_note: str | None = None  # None: not looked for yet
+        # A run's `_parameters` artifacts are written once, when it starts: their root never
+        # changes, so it is remembered across calls (runs with none are asked again).
+        self._run_roots: OrderedDict[tuple[str, str], DataRoot] = OrderedDict()
+        self._roots_lock = threading.Lock()
 
     @property
     def qs(self) -> QueryService | None:
@@ -340,8 +351,8 @@ class ServiceQueries(MetadataBackend):
             return max(newest, max(int(r["ts_epoch"]) for r in rows))
         if newest:
             return newest
-        ended = self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") if completed and rows is None else set()
-        if ended and self._spend_recent(run):  # a service that cannot page: ask the end task
+        ended = self.filtered_tasks(run.pathspec.child("end"), "attempt_ok", "True") if completed and rows is None and self._spend_recent(run) else set()
+        if ended:  # a service that cannot page: ask the end task (within this call's share of looks)
             detail = self.task_detail(run.pathspec.child("end").child(min(ended, key=task_order)))
             return max((x.finished_ms for x in detail.attempts if x.finished_ms), default=None)
         return None  # too short to date from a heartbeat, and nothing newer known
@@ -464,6 +475,75 @@ class ServiceQueries(MetadataBackend):
             detail.foreach_index = detail.foreach_index.strip("{}[]'\"") or None
         return detail
 
+    # --- where the data is -----------------------------------------------------------------
+    def run_root(self, run: Pathspec) -> DataRoot | None:
+        """Where the run recorded its data: from metadata rows of its tasks this call already
+        read, else from its `_parameters` artifacts, which its launcher wrote first (one small
+        request on both generations). Remembered per process; None: nothing recorded yet."""
+        key = (run.flow, str(run.run))
+        with self._roots_lock:
+            known = self._run_roots.get(key)
+        if known is not None:
+            return known
+        root = self._root_already_read(run)
+        if root is None:
+            path = _path(run.child("_parameters")) + "/artifacts"
+            found: dict[DataRoot, int] = {}
+            for row in rows_of(self._get(path), path, "name"):
+                recorded = DataRoot.of_location(row.get("ds_type"), row.get("location"), run.flow)
+                ts = row.get("ts_epoch")
+                if recorded is not None:
+                    found[recorded] = max(found.get(recorded, 0), ts if isinstance(ts, int) else 0)
+            if not found:
+                return None
+            root = max(found, key=lambda r: found[r])  # one root in practice; else the newest
+        with self._roots_lock:
+            self._run_roots[key] = root
+            while len(self._run_roots) > RUN_ROOTS_KEPT:
+                self._run_roots.popitem(last=False)
+        return root
+
+    @staticmethod
+    def _root_already_read(run: Pathspec) -> DataRoot | None:
+        """The newest ds-type/ds-root pair among the run's metadata rows this call has already
+        fetched (run-level rows, or a task's): no request."""
+        prefix = _path(run) + "/"
+        best: tuple[int, DataRoot] | None = None
+        for key, reply in list(current_meter().memo.items()):
+            path = key[0] if isinstance(key, tuple) and key else None
+            if not isinstance(path, str) or not path.startswith(prefix) or not path.endswith("/metadata") or not isinstance(reply, Reply):
+                continue
+            pairs: dict[tuple[object, object, int], dict[str, tuple[int, str]]] = {}
+            for row in reply.body if isinstance(reply.body, list) else []:
+                value, stamp = (row.get("value"), row.get("ts_epoch")) if isinstance(row, dict) else (None, None)
+                if isinstance(value, str) and row.get("field_name") in ("ds-type", "ds-root"):
+                    ts = stamp if isinstance(stamp, int) else 0
+                    pairs.setdefault((row.get("step_name"), row.get("task_id"), attempt_of(row)), {})[str(row["field_name"])] = (ts, value)
+            for pair in pairs.values():
+                root = DataRoot.of(pair.get("ds-type", (0, None))[1], pair.get("ds-root", (0, None))[1])
+                ts = max(t for t, _ in pair.values())
+                if root is not None and (best is None or ts > best[0]):
+                    best = (ts, root)
+        return best[1] if best is not None else None
+
+    def task_root(self, task: Pathspec) -> DataRoot | None:
+        """`ds-type`/`ds-root` of the task's latest attempt, from its metadata (the request
+        `task_detail` makes: sent once per call for both)."""
+        reply = self._get(_path(task) + "/metadata", ok404=True)
+        if reply.status == 404:
+            return None
+        latest: dict[str, tuple[int, int, str]] = {}
+        for row in rows_of(reply, f"metadata of {task}", "field_name"):
+            name, value = row.get("field_name"), row.get("value")
+            if name in ("ds-type", "ds-root") and isinstance(value, str):
+                ts = row.get("ts_epoch")
+                rank = (attempt_of(row), ts if isinstance(ts, int) else 0, value)
+                if rank > latest.get(name, (-1, -1, "")):
+                    latest[name] = rank
+        if "ds-type" not in latest or "ds-root" not in latest:
+            return None
+        return DataRoot.of(latest["ds-type"][2], latest["ds-root"][2])
+
     def artifacts(self, ps: Pathspec, *, limit: int = 5000) -> tuple[list[dict[str, Any]], bool]:
         """Artifact records of a task, a step or a whole run: (at most `limit` rows, complete).
 
@@ -500,10 +580,16 @@ class ServiceQueries(MetadataBackend):
             return None
         return self.qs.stats(flows, query, last, per_step, _config.default("stats_runs"))
 
-    def decided_flows(self, query: RunQuery) -> list[tuple[str, RunRecord | None]] | None:
-        if self.qs is None or query.tags_all or query.tags_any:  # its latest runs are anyone's
+    def decided_flows(self, query: RunQuery) -> list[DecidedFlow] | None:
+        if self.qs is None or query.user is not None:
             return None
         return self.qs.flows(query, _config.default("flow_budget"))
+
+    def artifact_name_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery,
+                           limit: int, cursor: str | None) -> NameHitPage | None:
+        if self.qs is None or any("," in t for t in (*query.tags_all, *query.tags_any)):  # the service splits its tags at commas
+            return None
+        return self.qs.artifact_hits(flow, glob, include_private=include_private, runs=runs, query=query, limit=limit, cursor=cursor)
 
     def capabilities(self) -> dict[str, object]:
         caps = self.caps

@@ -122,6 +122,7 @@ class RunSummary:
     total_tasks: int
     total_counts: Mapping[str, int]
     steps_truncated: bool
+    first_failure: TaskRow | None  # failed before crashed, then step order, then task id
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class FlowRow:
     flow_id: str
     created_ms: int
     latest_run: RunRow | None
+    latest_run_steps: int | None  # steps of the latest run (without _parameters)
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,17 @@ class ArtifactHit:
     location: str
     ds_type: str
     created_ms: int
+    tasks_before: int  # tasks of the page's range before this hit's task
+    empty_tasks_before: int  # of those, tasks without artifact rows
 
 
 @dataclass(frozen=True)
 class ArtifactPage:
     flow_id: str
     hits: tuple[ArtifactHit, ...]
-    page: PageInfo
+    page: PageInfo  # page.scanned: tasks covered, through the task of the first hit after the page
+    runs_searched: tuple[int, ...]  # run numbers covered, newest first
+    tasks_without_artifacts: int  # covered tasks without artifact rows
 
 
 @dataclass(frozen=True)
@@ -351,7 +357,8 @@ def _step_stats(value: Any, where: str) -> StepStats:
 def _flow(value: Any, where: str) -> FlowRow:
     o = _Obj(value, where)
     latest = o.opt_obj("latest_run")
-    return FlowRow(o.req_str("flow_id"), o.req_int("created_ms"), None if latest is None else _run(latest.d, latest.where))
+    return FlowRow(o.req_str("flow_id"), o.req_int("created_ms"), None if latest is None else _run(latest.d, latest.where),
+                   o.opt_int("latest_run_steps"))
 
 
 def _hit(value: Any, where: str) -> ArtifactHit:
@@ -359,7 +366,14 @@ def _hit(value: Any, where: str) -> ArtifactHit:
     return ArtifactHit(
         pathspec=o.req_str("pathspec"), name=o.req_str("name"), run_number=o.req_int("run_number"), step=o.req_str("step"), task_id=o.req_int("task_id"),
         attempt=o.req_int("attempt"), sha=o.opt_str("sha"), type=o.opt_str("type"), content_type=o.opt_str("content_type"),
-        location=o.req_str("location"), ds_type=o.req_str("ds_type"), created_ms=o.req_int("created_ms"))
+        location=o.req_str("location"), ds_type=o.req_str("ds_type"), created_ms=o.req_int("created_ms"),
+        tasks_before=o.req_int("tasks_before"), empty_tasks_before=o.req_int("empty_tasks_before"))
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ServiceProtocolError(f"query service sent {type(value).__name__} for {where}, expected an integer")
+    return value
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -417,8 +431,10 @@ def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) ->
     """Per-step counts by state and timings of a run, with totals."""
     o = _call(get, f"/flows/{flow}/runs/{run}/summary", {"slowest": slowest}, "summary")
     totals = o.obj("totals")
+    first = o.opt_obj("first_failure")
     return RunSummary(_run(o.obj("run").d, "summary.run"), o.req_int("as_of_s"), o.seq("steps", _step), totals.req_int("tasks"),
-                      totals.counts("counts", COUNT_KEYS), o.req_bool("steps_truncated"))
+                      totals.counts("counts", COUNT_KEYS), o.req_bool("steps_truncated"),
+                      None if first is None else _task(first.d, first.where))
 
 
 def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, until_ms: int | None = None, last: int | None = None,
@@ -432,20 +448,28 @@ def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, un
                     _group(o.obj("total").d, "stats.total", flow=False), steps)
 
 
-def list_flows(get: Get, *, limit: int | None = None, cursor: str | None = None) -> FlowPage:
-    """Flows in name order, each with its latest run."""
-    o = _call(get, "/flows", {"_limit": limit, "_cursor": cursor}, "flows")
+def list_flows(get: Get, *, tags_any: Sequence[str] | None = None, tags_all: Sequence[str] | None = None,
+               limit: int | None = None, cursor: str | None = None) -> FlowPage:
+    """Flows in name order, each with its latest run among those the tags select."""
+    o = _call(get, "/flows", {"tags_any": _csv(tags_any), "tags_all": _csv(tags_all), "_limit": limit, "_cursor": cursor}, "flows")
     return FlowPage(o.req_int("as_of_s"), o.seq("data", _flow), _page(o))
 
 
-def search_artifacts(get: Get, flow: str, *, name: str | None = None, name_prefix: str | None = None,
-                     attempts: Literal["latest", "all"] | None = None, since_ms: int | None = None, until_ms: int | None = None,
-                     runs_per_page: int | None = None, limit: int | None = None, cursor: str | None = None) -> ArtifactPage:
-    """Artifacts by name glob or prefix across runs, newest first."""
-    o = _call(get, f"/flows/{flow}/artifacts", {"name": name, "name_prefix": name_prefix, "attempts": attempts, "since": since_ms,
-                                                "until": until_ms, "runs_per_page": runs_per_page, "_limit": limit, "_cursor": cursor},
-              "artifacts")
-    return ArtifactPage(o.req_str("flow_id"), o.seq("data", _hit), _page(o))
+def search_artifacts(get: Get, flow: str, *, name: str | None = None, name_prefix: str | None = None, include_private: bool = False,
+                     attempts: Literal["latest", "all"] | None = None, runs: int | None = None, since_ms: int | None = None,
+                     until_ms: int | None = None, tags_any: Sequence[str] | None = None, tags_all: Sequence[str] | None = None,
+                     users: Sequence[str] | None = None, limit: int | None = None, cursor: str | None = None) -> ArtifactPage:
+    """Artifacts by name glob or prefix in the newest `runs` runs, in walk order.
+
+    Walk order: run newest first, its steps in creation order, task id, attempt, name. Each page
+    says what it covered (runs, tasks, tasks without artifact rows)."""
+    o = _call(get, f"/flows/{flow}/artifacts", {"name": name, "name_prefix": name_prefix,
+                                                "include_private": _flag(include_private) if include_private else None,
+                                                "attempts": attempts, "runs": runs, "since": since_ms, "until": until_ms,
+                                                "tags_any": _csv(tags_any), "tags_all": _csv(tags_all), "user": _csv(users),
+                                                "_limit": limit, "_cursor": cursor}, "artifacts")
+    return ArtifactPage(o.req_str("flow_id"), o.seq("data", _hit), _page(o), o.seq("runs_searched", _int),
+                        o.req_int("tasks_without_artifacts"))
 
 
 def capabilities(get: Get) -> ServiceCapabilities:

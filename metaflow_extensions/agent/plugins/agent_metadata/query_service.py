@@ -15,11 +15,14 @@ from metaflow_agent._errors import AgentError
 from metaflow_agent._pathspec import Pathspec
 from metaflow_agent._records import (
     AttemptInfo,
+    DecidedFlow,
     DecidedStats,
     DecidedStep,
     DecidedSummary,
     DecidedTask,
     DecidedTasks,
+    NameHit,
+    NameHitPage,
     RunQuery,
     RunRecord,
     RunScan,
@@ -57,12 +60,13 @@ class QueryService:
             scan.notes.append("the query service's scan budget stopped this page: continue with next_cursor")
         return scan
 
-    def flows(self, query: RunQuery, budget: int) -> list[tuple[str, RunRecord | None]]:
-        out: list[tuple[str, RunRecord | None]] = []
+    def flows(self, query: RunQuery, budget: int) -> list[DecidedFlow]:
+        out: list[DecidedFlow] = []
         cursor = None
         while len(out) < budget:
-            page = C.list_flows(self.get, limit=min(500, budget - len(out)), cursor=cursor)
-            out += [(f.flow_id, _run(f.latest_run) if f.latest_run else None) for f in page.flows]
+            page = C.list_flows(self.get, tags_any=query.tags_any or None, tags_all=query.tags_all or None,
+                                limit=min(500, budget - len(out)), cursor=cursor)
+            out += [DecidedFlow(f.flow_id, _run(f.latest_run) if f.latest_run else None, f.latest_run_steps) for f in page.flows]
             cursor = page.page.next_cursor
             if not cursor:
                 break
@@ -85,7 +89,7 @@ class QueryService:
         s = C.run_summary(self.get, run.flow, run.run, slowest=3)
         steps = [DecidedStep(x.step, dict(x.counts), x.tasks, x.started_ms, x.finished_ms, [(str(t.task_id), t.duration_ms) for t in x.slowest])
                  for x in s.steps if x.step != "_parameters"]
-        return DecidedSummary(_run(s.run), steps)
+        return DecidedSummary(_run(s.run), steps, None if s.first_failure is None else _task(s.first_failure))
 
     def stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool, budget: int) -> list[DecidedStats]:
         got = C.run_stats(self.get, flows, since_ms=query.since_ms, until_ms=query.until_ms,
@@ -108,6 +112,20 @@ class QueryService:
             out.append(DecidedStats(flow, g.runs_examined, dict(g.counts), _rate(g.success_rate), _rate(g.success_rate_finished),
                                     durations, complete=not g.truncated, steps=steps.get(flow, {})))
         return out
+
+
+    # --- artifacts by name ---------------------------------------------------------------------
+    def artifact_hits(self, flow: str, glob: str, *, include_private: bool, runs: int, query: RunQuery, limit: int,
+                      cursor: str | None) -> NameHitPage:
+        """A page of name hits (latest attempts) in the newest `runs` runs: one request."""
+        page = C.search_artifacts(self.get, flow, name=glob, include_private=include_private, attempts="latest", runs=runs,
+                                  since_ms=query.since_ms, until_ms=query.until_ms, tags_any=list(query.tags_any) or None,
+                                  tags_all=list(query.tags_all) or None, users=[query.user] if query.user else None,
+                                  limit=limit, cursor=cursor)
+        hits = [NameHit(str(h.run_number), h.step, str(h.task_id), h.attempt, h.name, h.sha, h.tasks_before, h.empty_tasks_before)
+                for h in page.hits]
+        return NameHitPage(hits, [str(r) for r in page.runs_searched], page.page.scanned or 0, page.tasks_without_artifacts,
+                           page.page.next_cursor, f"query service at {self.url}")
 
 
 def _s(ms: float | None) -> float:
