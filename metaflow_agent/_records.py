@@ -313,6 +313,8 @@ class DecidedSummary:
     run: RunRecord  # with status and finished_ms
     steps: list[DecidedStep]
     first_failure: DecidedTask | None = None  # failed before crashed, in step order
+    ds_type: str | None = None  # where the run recorded its data (its _parameters artifacts'), if said
+    location: str | None = None
 
 
 @dataclass
@@ -342,6 +344,8 @@ class NameHit:
     sha: str | None
     tasks_before: int
     empty_before: int
+    ds_type: str | None = None  # the artifact record's datastore and location: where the task's data is
+    location: str | None = None
 
 
 @dataclass

@@ -391,7 +391,10 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
              (SELECT to_jsonb(ff) || jsonb_build_object('attempts', {_attempts_json('ff')}) FROM ff) AS first_failure,
              (SELECT jsonb_agg(jsonb_build_object('task_id', k.task_id, 'state', k.state, 'duration_ms', k.duration_ms) ORDER BY k.rank)
               FROM ranked k WHERE k.step_name = s.step_name AND k.rank <= {int(slowest or 0)}) AS slowest,
-             (SELECT jsonb_build_object('tasks', count(*), 'counts', {_counts_sql('d')}) FROM d) AS totals
+             (SELECT jsonb_build_object('tasks', count(*), 'counts', {_counts_sql('d')}) FROM d) AS totals,
+             (SELECT jsonb_build_object('ds_type', a.ds_type, 'location', a.location) FROM artifact_v3 a  -- where the run's data is
+              WHERE a.flow_id = {p(flow)} AND a.run_number = {p(rn, 'bigint')} AND a.step_name = '_parameters'
+              ORDER BY a.ts_epoch DESC LIMIT 1) AS datastore
       FROM steps_v3 s LEFT JOIN per_step ps ON ps.step_name = s.step_name
       WHERE s.flow_id = {p(flow)} AND s.run_number = {p(rn, 'bigint')} AND s.step_name NOT LIKE '{S.HIDDEN_STEP}'
       ORDER BY s.ts_epoch, s.step_name LIMIT {MAX_STEPS + 1}"""
@@ -414,6 +417,7 @@ async def run_summary(ctx: Ctx, flow: str, run: str, q: Query) -> Answer:
     first = rows[0]["first_failure"] if rows else None
     body = {"run": run_json(run_row), "as_of_s": await _as_of(ctx), "steps": steps, "totals": totals,
             "first_failure": None if first is None else task_json(flow, _run_id(run_row), first),
+            "datastore": rows[0]["datastore"] if rows else None,  # its _parameters artifacts' ds_type and location
             "steps_truncated": len(rows) > MAX_STEPS}
     return Answer(body)
 

@@ -503,6 +503,18 @@ class ServiceQueries(MetadataBackend):
                 self._run_roots.popitem(last=False)
         return root
 
+    def _learn_root(self, flow: str, run_id: str, ds_type: str | None, location: str | None) -> None:
+        """Remember a run's root from an artifact record a query-service answer carried (no request
+        later); a root already known is kept."""
+        root = DataRoot.of_location(ds_type, location, flow)
+        if root is None:
+            return
+        with self._roots_lock:
+            if (flow, run_id) not in self._run_roots:
+                self._run_roots[(flow, run_id)] = root
+                while len(self._run_roots) > RUN_ROOTS_KEPT:
+                    self._run_roots.popitem(last=False)
+
     @staticmethod
     def _root_already_read(run: Pathspec) -> DataRoot | None:
         """The newest ds-type/ds-root pair among the run's metadata rows this call has already
@@ -573,7 +585,11 @@ class ServiceQueries(MetadataBackend):
         return self.qs.tasks(run, states, step) if self.qs is not None else None
 
     def decided_summary(self, run: Pathspec) -> DecidedSummary | None:
-        return self.qs.summary(run) if self.qs is not None else None
+        if self.qs is None:
+            return None
+        got = self.qs.summary(run)
+        self._learn_root(run.flow, str(run.run), got.ds_type, got.location)
+        return got
 
     def decided_stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool) -> list[DecidedStats] | None:
         if self.qs is None:
@@ -589,7 +605,10 @@ class ServiceQueries(MetadataBackend):
                            limit: int, cursor: str | None) -> NameHitPage | None:
         if self.qs is None or any("," in t for t in (*query.tags_all, *query.tags_any)):  # the service splits its tags at commas
             return None
-        return self.qs.artifact_hits(flow, glob, include_private=include_private, runs=runs, query=query, limit=limit, cursor=cursor)
+        page = self.qs.artifact_hits(flow, glob, include_private=include_private, runs=runs, query=query, limit=limit, cursor=cursor)
+        for h in page.hits:
+            self._learn_root(flow, h.run_id, h.ds_type, h.location)
+        return page
 
     def capabilities(self) -> dict[str, object]:
         caps = self.caps

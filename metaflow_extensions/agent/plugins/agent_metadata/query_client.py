@@ -123,6 +123,8 @@ class RunSummary:
     total_counts: Mapping[str, int]
     steps_truncated: bool
     first_failure: TaskRow | None  # failed before crashed, then step order, then task id
+    ds_type: str | None = None  # where the run recorded its data: its _parameters artifacts' datastore
+    location: str | None = None  # and their location (':root:<root>', or an older blob path)
 
 
 @dataclass(frozen=True)
@@ -432,9 +434,11 @@ def run_summary(get: Get, flow: str, run: str, *, slowest: int | None = None) ->
     o = _call(get, f"/flows/{flow}/runs/{run}/summary", {"slowest": slowest}, "summary")
     totals = o.obj("totals")
     first = o.opt_obj("first_failure")
+    ds = o.opt_obj("datastore")  # absent on an older query service
     return RunSummary(_run(o.obj("run").d, "summary.run"), o.req_int("as_of_s"), o.seq("steps", _step), totals.req_int("tasks"),
                       totals.counts("counts", COUNT_KEYS), o.req_bool("steps_truncated"),
-                      None if first is None else _task(first.d, first.where))
+                      None if first is None else _task(first.d, first.where),
+                      None if ds is None else ds.opt_str("ds_type"), None if ds is None else ds.opt_str("location"))
 
 
 def run_stats(get: Get, flows: Sequence[str], *, since_ms: int | None = None, until_ms: int | None = None, last: int | None = None,

@@ -89,7 +89,7 @@ class QueryService:
         s = C.run_summary(self.get, run.flow, run.run, slowest=3)
         steps = [DecidedStep(x.step, dict(x.counts), x.tasks, x.started_ms, x.finished_ms, [(str(t.task_id), t.duration_ms) for t in x.slowest])
                  for x in s.steps if x.step != "_parameters"]
-        return DecidedSummary(_run(s.run), steps, None if s.first_failure is None else _task(s.first_failure))
+        return DecidedSummary(_run(s.run), steps, None if s.first_failure is None else _task(s.first_failure), s.ds_type, s.location)
 
     def stats(self, flows: list[str], query: RunQuery, last: int | None, per_step: bool, budget: int) -> list[DecidedStats]:
         got = C.run_stats(self.get, flows, since_ms=query.since_ms, until_ms=query.until_ms,
@@ -122,8 +122,8 @@ class QueryService:
                                   since_ms=query.since_ms, until_ms=query.until_ms, tags_any=list(query.tags_any) or None,
                                   tags_all=list(query.tags_all) or None, users=[query.user] if query.user else None,
                                   limit=limit, cursor=cursor)
-        hits = [NameHit(str(h.run_number), h.step, str(h.task_id), h.attempt, h.name, h.sha, h.tasks_before, h.empty_tasks_before)
-                for h in page.hits]
+        hits = [NameHit(str(h.run_number), h.step, str(h.task_id), h.attempt, h.name, h.sha, h.tasks_before, h.empty_tasks_before,
+                        h.ds_type, h.location) for h in page.hits]
         return NameHitPage(hits, [str(r) for r in page.runs_searched], page.page.scanned or 0, page.tasks_without_artifacts,
                            page.page.next_cursor, f"query service at {self.url}")
 
