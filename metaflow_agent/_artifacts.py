@@ -329,7 +329,7 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     pages = {srv: page}
     hits: list[ArtifactHit] = []
     positions: list[tuple[str | None, int]] = []  # per hit: (its page's cursor, its index there)
-    infos: dict[tuple[str, str, str], dict[str, ArtifactInfo] | None] = {}
+    infos: dict[tuple[str, str, str], dict[str, IndexItem] | None] = {}
     lost: dict[tuple[str, str], int] = {}  # tasks without data by (why, root)
     runs_seen: list[str] = []
     g_off = e_off = 0  # tasks (and empty ones) before the current page's first task, counted from the first page's
@@ -429,24 +429,38 @@ def _search_served(backend: Backend, ask: _Ask, state: dict[str, Any] | None, me
     return result.resumable(cursor_after)
 
 
-def _task_infos(backend: Backend, task: Pathspec, attempt: int, lost: dict[tuple[str, str], int]) -> dict[str, ArtifactInfo] | None:
-    """The artifacts of one attempt by name, from its data.json at the task's recorded root;
-    None when it has none there or that root cannot be read (counted in `lost` by why and root)."""
-    store = backend.store_for(task)
-    why = "damaged"  # until read: a damaged data.json is skipped and named in the answer
+def _task_items(store: Datastore, task: Pathspec, attempt: int | None) -> tuple[list[IndexItem] | None, str]:
+    """A task's artifacts from one attempt's data.json (the latest that saved one when `attempt` is
+    None): (items, "read"), or (None, why) — "damaged" (skipped and named in the answer), "no data"
+    or "unreadable" (its root cannot be opened or read). A metadata service failure propagates."""
+    why = "damaged"  # until read
     with skip_damaged(str(task)):
         try:
-            return {a.name: a for a in artifact_infos(data_index(store, task, attempt))}
+            if attempt is None:
+                attempt = latest_attempt(store, task, with_data=True)
+            if attempt is None:
+                return None, "no data"
+            return index_items(data_index(store, task, attempt)), "read"
         except NotFound:
-            why = "no data.json"
+            why = "no data"
         except Damaged:
             raise  # skipped and named by skip_damaged
-        except BackendError as exc:  # its root cannot be opened or read: skip only this task
+        except BackendError as exc:
             if not is_root_problem(exc):
                 raise  # the metadata service failed: the whole answer does
             why = "unreadable"
+    return None, why
+
+
+def _task_infos(backend: Backend, task: Pathspec, attempt: int, lost: dict[tuple[str, str], int]) -> dict[str, IndexItem] | None:
+    """The artifacts of one attempt by name, from its data.json at the task's recorded root;
+    None when it has none there or that root cannot be read (counted in `lost` by why and root)."""
+    store = backend.store_for(task)
+    items, why = _task_items(store, task, attempt)
+    if items is not None:
+        return {a.name: a for a in items}
     if why != "damaged":
-        key = (why, _root_or_unknown(store))
+        key = ("no data.json" if why == "no data" else why, _root_or_unknown(store))
         lost[key] = lost.get(key, 0) + 1
     return None
 
@@ -478,28 +492,13 @@ def _walk(backend: Backend, flow: str, runs: list[RunRecord], resume: tuple[int,
                 _deadline.check("search_artifacts")
                 tps = sps.child(task)
                 store = backend.store_for(tps)
-                items: list[IndexItem] = []
-                state = "damaged"  # until read: a damaged task is skipped and named in the answer
-                with skip_damaged(str(tps)):
-                    try:
-                        att = latest_attempt(store, tps, with_data=True)
-                        if att is not None:
-                            items = index_items(data_index(store, tps, att))
-                        state = "read" if att is not None else "no data"
-                    except NotFound:
-                        state = "no data"
-                    except Damaged:
-                        raise  # skipped and named by skip_damaged
-                    except BackendError as exc:  # its root cannot be opened or read: the note says why
-                        if not is_root_problem(exc):
-                            raise  # the metadata service failed: the whole answer does
-                        state = "unreadable"
+                items, state = _task_items(store, tps, None)
                 if state == "damaged":
                     continue
                 if state != "read":
                     lost[(ri, si, ti, -1)] = ("unreadable" if state == "unreadable" else "no artifact data", _root_or_unknown(store))
                 yield (ri, si, ti, -1), (str(tps) if state == "read" else None), None
-                for ai, item in enumerate(items):
+                for ai, item in enumerate(items or ()):
                     if (ri, si, ti, ai) > resume:
                         yield (ri, si, ti, ai), str(tps), item
 

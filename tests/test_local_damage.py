@@ -57,8 +57,9 @@ def _fifo(path: str) -> None:
 
 @pytest.fixture(scope="module")
 def damage(local_runs, tmp_path_factory) -> Damage:
-    from metaflow import Run, namespace
+    from metaflow import Run, metadata, namespace
 
+    metadata(f"local@{local_runs.root}")  # the Client's provider is global: an earlier test may have left another
     namespace(None)
     base = tmp_path_factory.mktemp("damaged")
     for flow in ("HelloFlow", "WideFlow", "ArtifactFlow"):

@@ -175,3 +175,21 @@ def test_root_problems_are_told_from_service_failures(tmp_path):
             Looks(Broken(str(tmp_path)), None).view().list(str(TASK))
         assert is_root_problem(err.value)
         assert not is_root_problem(ServiceUnavailable("metadata service at http://x answered 503"))
+
+
+def test_a_recorded_root_is_read_where_the_map_puts_it(monkeypatch):
+    from metaflow_agent._errors import BadInput
+    from metaflow_agent._roots import mapped
+
+    here = DataRoot("local", "/data/metaflow/.metaflow")
+    monkeypatch.delenv("METAFLOW_AGENT_DATASTORE_ROOT_MAP", raising=False)
+    assert mapped(here) == here
+    monkeypatch.setenv("METAFLOW_AGENT_DATASTORE_ROOT_MAP", json.dumps({"/data/metaflow/.metaflow/": "/mnt/copy/.metaflow",
+                                                                        "s3://old/mf": "s3://new/mf"}))
+    assert mapped(here) == DataRoot("local", "/mnt/copy/.metaflow")  # recorded roots compared normalised
+    assert mapped(DataRoot.of("s3", "s3://old/mf/")) == DataRoot("s3", "s3://new/mf")
+    assert mapped(DataRoot("s3", "s3://other/mf")) == DataRoot("s3", "s3://other/mf")
+    for bad in ("[1]", "{not json", '{"/a": 5}', '{"": "/b"}'):
+        monkeypatch.setenv("METAFLOW_AGENT_DATASTORE_ROOT_MAP", bad)
+        with pytest.raises(BadInput, match="METAFLOW_AGENT_DATASTORE_ROOT_MAP"):
+            mapped(here)
