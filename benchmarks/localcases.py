@@ -69,20 +69,6 @@ def naive_run_summary(run: str) -> dict[str, Any]:
             "finished_at": r.finished_at, "steps": steps, "first_failure": first}
 
 
-def naive_latest_failed_runs(flow: str, n: int = 10) -> list[dict[str, Any]]:
-    """Failed, not crashed: a run is failed when one of its tasks failed (its `_task_ok` is False);
-    a killed run is not successful either, but its tasks succeeded as far as they went."""
-    from metaflow import Flow
-
-    failed = []
-    for run in Flow(flow).runs():
-        if not run.successful and any("_task_ok" in t and t["_task_ok"].data is False for s in run for t in s):
-            failed.append({"run": run.pathspec, "created_at": run.created_at})
-            if len(failed) == n:
-                break
-    return failed
-
-
 def run_naive(q: str, a: dict[str, Any]) -> tuple[str, list]:
     from . import usecases as u
 
@@ -96,7 +82,7 @@ def run_naive(q: str, a: dict[str, Any]) -> tuple[str, list]:
         lines = u.naive_log_tail(a["task"], 50)
         return _dump(lines), lines
     if q == "latest_failed_runs":
-        failed = naive_latest_failed_runs(a["flow"], 10)
+        failed = u.naive_latest_failed_runs(a["flow"], 10)
         return _dump(failed), [x["run"].rsplit("/", 1)[1] for x in failed]
     return u.run_naive(q, a)
 

@@ -51,11 +51,13 @@ def naive_failed_tasks(run: str) -> list[dict]:
 
 
 def naive_latest_failed_runs(flow: str, n: int = 10) -> list[dict]:
+    """Failed, not crashed or still running: a run is failed when one of its tasks failed (its
+    `_task_ok` is False); a killed or live run is not successful either, but no task of it failed."""
     from metaflow import Flow
 
     failed = []
     for run in Flow(flow).runs():
-        if not run.successful:
+        if not run.successful and any("_task_ok" in t and t["_task_ok"].data is False for s in run for t in s):
             failed.append({"run": run.pathspec, "created_at": run.created_at})
             if len(failed) == n:
                 break

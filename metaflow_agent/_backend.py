@@ -110,6 +110,11 @@ class Backend:
         memo = current_meter().memo
         run_key = ("run-root", task.flow, str(task.run))
         run_root: DataRoot | None = memo.get(run_key)
+        if run_root is not None and self.meta.root_guessed(task.run_ps):  # its flow's root stood in: ask the run's own
+            exact = memo[run_key] = self.meta.run_root(task.run_ps, exact=True)
+            if exact is not None and exact != run_root:
+                return self._open(exact)
+            run_root = exact
         if run_root is None:  # the run recorded no root: this task's, where its other tasks start in this call
             root = self.meta.task_root(task)
             if root is not None:
@@ -129,7 +134,7 @@ class Backend:
                 self._agrees[key] = same
                 while len(self._agrees) > AGREEMENTS_KEPT:
                     self._agrees.popitem(last=False)
-        return None if root == root_of(current) else self._open(root)
+        return None if mapped(root) == root_of(current) else self._open(root)
 
     def capabilities(self) -> dict[str, object]:
         facts = dict(self.meta.capabilities())

@@ -134,12 +134,12 @@ def test_what_the_readme_says_holds(retraced):
             assert len(set(counts("failed_tasks(run)", dim, mode))) == 1, (dim, mode)
             assert len(set(counts("diagnose_run(run)", dim, mode))) == 1, (dim, mode)
         assert counts("failed_tasks(run)", "steps", mode) == [8, 14, 26]
-        # one request: where the task's run recorded its data (remembered per process), flat in size
-        assert counts("task_logs(task, tail=50)", "log_lines", mode) == [1, 1]
-        assert counts("list_artifacts(task)", "artifact_bytes", mode) == [1, 1]
+        # at most one request, flat in size: where the run recorded its data (once per flow per process)
+        for call, dim in (("task_logs(task, tail=50)", "log_lines"), ("list_artifacts(task)", "artifact_bytes")):
+            assert max(counts(call, dim, mode)) <= 1 and counts(call, dim, mode)[0] == 1, (call, mode)
         # 2.5.1 pays per run examined; master and 2.6.1 per failed row
         failed_runs = counts("list_runs(flow, status='failed', limit=10)", "runs", mode)
-        assert failed_runs == ([23, 101] if mode == "release" else [2, 9]), mode
+        assert failed_runs == ([23, 97] if mode == "release" else [2, 9]), mode
         # heartbeats date long runs: fewer requests than for short ones
         long_short = counts("list_runs(flow, namespace=None)", "run_seconds", mode)
         assert long_short[1] < long_short[0], mode

@@ -247,6 +247,28 @@ def test_a_run_split_across_roots(runs, reader, client):
     assert end.pathspec in {h.task for h in hits.hits}
 
 
+@pytest.mark.parametrize("reader", [(m, "s3") for m in MODES], indirect=True, ids=MODES)
+def test_a_flows_root_stands_in_for_its_other_runs(runs, reader, client):
+    """Once one run of a flow has told its root, the flow's other runs are read there with no look
+    of their own; a run of the flow written elsewhere is still read where it recorded (its own look
+    once its task is missing there)."""
+    urls: list[str] = []
+    hook = lambda kind, method, url, nbytes: urls.append(url[url.index("/flows/"):]) if kind == "request" else None  # noqa: E731
+    ma.add_cost_hook(hook)
+    try:
+        looks = []
+        for run in (runs.other["hello"], runs.split, runs.local["hello"]):
+            start = _one(client, run, "start")
+            urls.clear()
+            got = ma.list_artifacts(start.pathspec)
+            assert {a.name: a.sha for a in got.artifacts} == {a.id: a.sha for a in start}, run
+            looks.append([u for u in urls if u.endswith("/steps/_parameters/artifacts")])
+    finally:
+        ma.remove_cost_hook(hook)
+    first, same_bucket, elsewhere = looks
+    assert len(first) == 1 and same_bucket == [] and len(elsewhere) == 1, looks
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_following_a_root_costs_what_configuring_it_does(runs, double, monkeypatch, tmp_path, mode, client):
     """The same calls on runs in bucket mfagent-other, with the reader's own root elsewhere and

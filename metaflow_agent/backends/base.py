@@ -115,10 +115,15 @@ class MetadataBackend(ABC):
     def check_task(self, task: Pathspec) -> None:
         """NotFound (for the task, its step or its run, whichever is missing) unless the task exists."""
 
-    def run_root(self, run: Pathspec) -> DataRoot | None:
-        """Where the run recorded its data (one look, as cheap as the backend allows); None:
-        not recorded, or not needed (the metadata lives in the configured datastore)."""
+    def run_root(self, run: Pathspec, *, exact: bool = False) -> DataRoot | None:
+        """Where the run recorded its data (one look, as cheap as the backend allows; without
+        `exact`, the root its flow's runs recorded may stand in, see `root_guessed`); None: not
+        recorded, or not needed (the metadata lives in the configured datastore)."""
         return None
+
+    def root_guessed(self, run: Pathspec) -> bool:
+        """Whether `run_root(run)` answered with its flow's root, not the run's own record."""
+        return False
 
     def task_root(self, task: Pathspec) -> DataRoot | None:
         """Where this task recorded its data (`ds-type`/`ds-root` of its latest attempt)."""

@@ -114,6 +114,9 @@ class ServiceQueries(MetadataBackend):
         # A run's `_parameters` artifacts are written once, when it starts: their root never
         # changes, so it is remembered across calls (runs with none are asked again).
         self._run_roots: OrderedDict[tuple[str, str], DataRoot] = OrderedDict()
+        # The root a flow's runs recorded, learned from one of them: it stands in for the others'
+        # until one of their tasks is missing there (a datastore root holds a pathspec once).
+        self._flow_roots: OrderedDict[str, DataRoot] = OrderedDict()
         self._roots_lock = threading.Lock()
 
     @property
@@ -476,16 +479,20 @@ class ServiceQueries(MetadataBackend):
         return detail
 
     # --- where the data is -----------------------------------------------------------------
-    def run_root(self, run: Pathspec) -> DataRoot | None:
+    def run_root(self, run: Pathspec, *, exact: bool = False) -> DataRoot | None:
         """Where the run recorded its data: from metadata rows of its tasks this call already
-        read, else from its `_parameters` artifacts, which its launcher wrote first (one small
-        request on both generations). Remembered per process; None: nothing recorded yet."""
+        read, else (without `exact`) the root another run of its flow recorded, else from its
+        `_parameters` artifacts, which its launcher wrote first (one small request on both
+        generations). Remembered per process; None: nothing recorded yet."""
         key = (run.flow, str(run.run))
         with self._roots_lock:
             known = self._run_roots.get(key)
+            flow_root = self._flow_roots.get(run.flow)
         if known is not None:
             return known
         root = self._root_already_read(run)
+        if root is None and not exact and flow_root is not None:
+            return flow_root  # its flow's: a task missing there has the run's own record looked up
         if root is None:
             path = _path(run.child("_parameters")) + "/artifacts"
             found: dict[DataRoot, int] = {}
@@ -497,11 +504,22 @@ class ServiceQueries(MetadataBackend):
             if not found:
                 return None
             root = max(found, key=lambda r: found[r])  # one root in practice; else the newest
+        self._remember_root(run.flow, str(run.run), root)
+        return root
+
+    def root_guessed(self, run: Pathspec) -> bool:
         with self._roots_lock:
-            self._run_roots[key] = root
+            return (run.flow, str(run.run)) not in self._run_roots and run.flow in self._flow_roots
+
+    def _remember_root(self, flow: str, run_id: str, root: DataRoot) -> None:
+        with self._roots_lock:
+            self._run_roots[(flow, run_id)] = root
+            self._flow_roots[flow] = root
+            self._flow_roots.move_to_end(flow)
             while len(self._run_roots) > RUN_ROOTS_KEPT:
                 self._run_roots.popitem(last=False)
-        return root
+            while len(self._flow_roots) > RUN_ROOTS_KEPT:
+                self._flow_roots.popitem(last=False)
 
     def _learn_root(self, flow: str, run_id: str, ds_type: str | None, location: str | None) -> None:
         """Remember a run's root from an artifact record a query-service answer carried (no request
@@ -510,10 +528,9 @@ class ServiceQueries(MetadataBackend):
         if root is None:
             return
         with self._roots_lock:
-            if (flow, run_id) not in self._run_roots:
-                self._run_roots[(flow, run_id)] = root
-                while len(self._run_roots) > RUN_ROOTS_KEPT:
-                    self._run_roots.popitem(last=False)
+            known = (flow, run_id) in self._run_roots
+        if not known:
+            self._remember_root(flow, run_id, root)
 
     @staticmethod
     def _root_already_read(run: Pathspec) -> DataRoot | None:
