@@ -70,6 +70,10 @@ class Backend:
         """This call's notes on recorded datastore roots that could not be opened or read."""
         return root_notes()
 
+    def call_notes(self) -> list[str]:
+        """This call's notes on roots (`root_notes`) and on how the metadata backend dated things."""
+        return self.meta.call_notes() + root_notes()
+
     def _configured(self) -> Datastore | None:
         try:
             return self.store

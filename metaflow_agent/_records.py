@@ -193,6 +193,7 @@ class StepOutcomes:
     newest_ms: int = 0  # newest outcome timestamp seen in the step
     times: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
     exact_times: bool = True
+    registered_ms: int | None = None  # when its first task was registered (the Client's created_at), if read
 
     @property
     def tasks(self) -> set[str]:

@@ -137,14 +137,14 @@ def list_runs(
         notes = list(scan.notes)
         if ns:
             notes.append(f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)")
-        notes += meter.damage_notes()
+        notes += backend.meta.call_notes() + meter.damage_notes()
         result = RunList(flow=fl, runs=[_run_info(r) for r in scan.runs], truncated=scan.more, next_cursor=next_cursor,
                          complete=scan.complete and not meter.skipped_count, scanned=scan.scanned, notes=notes, cost=Cost.of(meter))
         return result.resumable(lambda kept: cursor_after((scan.runs[kept - 1].ts_ms, scan.runs[kept - 1].run_id)))
 
 
 def _step_summary(a: Assessment, so: StepOutcomes) -> StepSummary:
-    starts = [t[0] for t in so.times.values() if t[0] is not None]
+    starts = [t[0] for t in so.times.values() if t[0] is not None] + ([so.registered_ms] if so.registered_ms else [])
     ends = [t[1] for t in so.times.values() if t[1] is not None]
     done = len(ends) == len(so.tasks) and bool(ends)
     durations = sorted(((_duration(s, e), tid) for tid, (s, e) in so.times.items() if s is not None and e is not None),
@@ -198,7 +198,7 @@ def run_summary(run: str) -> RunSummary:
             totals=_totals(steps),
             steps=steps,
             first_failure=brief,
-            notes=notes + backend.root_notes(),
+            notes=notes + backend.call_notes(),
             cost=Cost.of(meter),
         )
 
@@ -361,5 +361,5 @@ def run_stats(
                     stats.notes.append(f"{meter.skipped_count - skipped} damaged item(s) left out (see the answer's notes)")
                 out.append(stats)
         notes = [f"backend: {backend.kind}"] + ([f"namespace {ns!r} (namespace=None, CLI --no-namespace, for all users)"] if ns else [])
-        notes += meter.damage_notes()
+        notes += backend.meta.call_notes() + meter.damage_notes()
         return RunStatsList(flows=out, window=window, notes=notes, cost=Cost.of(meter))

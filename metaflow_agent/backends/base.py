@@ -121,6 +121,10 @@ class MetadataBackend(ABC):
         recorded, or not needed (the metadata lives in the configured datastore)."""
         return None
 
+    def call_notes(self) -> list[str]:
+        """What this call's answer should say about how the backend dated or decided things."""
+        return []
+
     def root_guessed(self, run: Pathspec) -> bool:
         """Whether `run_root(run)` answered with its flow's root, not the run's own record."""
         return False

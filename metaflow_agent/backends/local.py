@@ -34,6 +34,7 @@ from .._records import (
     detail_from_rows,
     run_sort_key,
     scan_runs,
+    task_order,
 )
 from .._states import DEAD_AFTER_S, Fact
 from .base import Decide, MetadataBackend
@@ -393,8 +394,21 @@ class LocalMetadata(MetadataBackend):
                         (so.ok if ok else so.failed).add(task)
                     if times and (meta.attempts or meta.outcomes):
                         so.times[task] = (meta.started_ms, meta.finished_ms if meta.latest_has_outcome else None)
+            if times and so.times:
+                so.registered_ms = self._registered_ms(f"{base}/{min(so.times, key=task_order)}")
             out.append(so)
         return out
+
+    def _registered_ms(self, task: str) -> int | None:
+        """When the runtime registered a task (its `_self.json`), before its process started: the
+        Client's `created_at`. The runtime registers a step's tasks in id order, so a step's
+        earliest is its lowest id (one read a step)."""
+        try:
+            record = self._json(f"{task}/_meta/_self.json")
+        except (NotFound, Damaged):  # the step is then timed from its first attempt
+            return None
+        ts = record.get("ts_epoch") if isinstance(record, dict) else None
+        return ts if isinstance(ts, int) and not isinstance(ts, bool) else None
 
     def failed_tasks_of(self, step: Pathspec) -> set[str]:
         return self.step_outcomes(step.run_ps, [step.step])[0].failed
