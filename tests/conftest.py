@@ -201,3 +201,15 @@ def synthetic_db(pg_cluster) -> str:
 def qs_synthetic(synthetic_db):
     """The service on the synthetic database (test clock allowed)."""
     yield from _serve(synthetic_db, "--test-allow-now")
+
+
+@pytest.fixture(scope="module")
+def client(double):
+    """The plain Client API pointed at a module's service double (its `double` fixture; global
+    Metaflow state, tests only). Modules with local runs define their own `client`."""
+    import metaflow
+
+    metaflow.metadata(f"service@{double.url}")
+    metaflow.namespace(None)
+    yield metaflow
+    metaflow.metadata("local")

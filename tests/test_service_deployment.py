@@ -71,17 +71,6 @@ def service_env(request, monkeypatch, double, s3_server):
     reset_backends()
 
 
-@pytest.fixture(scope="module")
-def client(double):
-    """The plain Client API pointed at the double (global Metaflow state, tests only)."""
-    import metaflow
-
-    metaflow.metadata(f"service@{double.url}")
-    metaflow.namespace(None)
-    yield metaflow
-    metaflow.metadata("local")
-
-
 def client_outcomes(client, run_pathspec: str) -> dict[str, str]:
     """task pathspec -> failed / crashed / retried_ok / completed, by the Client's metadata."""
     out = {}

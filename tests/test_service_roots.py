@@ -112,17 +112,6 @@ def runs(s3_server, double, tmp_path_factory) -> Roots:
     )
 
 
-@pytest.fixture(scope="module")
-def client(double):
-    """The plain Client API pointed at the double (global Metaflow state, tests only)."""
-    import metaflow
-
-    metaflow.metadata(f"service@{double.url}")
-    metaflow.namespace(None)
-    yield metaflow
-    metaflow.metadata("local")
-
-
 def configure(monkeypatch, double, mode: str, own: str, tmp_path: Path) -> None:
     """The test process as a reader of this deployment: its own datastore is the bucket
     mfagent-test ("s3") or an empty local root ("local"); neither holds the runs read."""
